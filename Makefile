@@ -1,0 +1,54 @@
+# organics-bench: `make help` lists the targets.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+BIN := $(VENV)/bin
+TORCH ?= torch==2.14.1 torchvision==0.29.1
+SEEDS ?= 0
+TABLE2 := $(subst .yaml,,$(subst conf/experiment/,,$(sort $(wildcard conf/experiment/paper/table2_*.yaml))))
+comma := ,
+space := $(empty) $(empty)
+
+.DEFAULT_GOAL := help
+.PHONY: help install demo test test-fast smoke reproduce-table2 tables wandb-sync clean clean-outputs
+
+help: ## List the targets
+	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-18s %s\n", $$1, $$2}'
+
+install: $(VENV)/.installed ## Create .venv with torch, the package (editable) and the test tools
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q $(TORCH)
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+demo: install ## Quick start: ORGaNICs vs LSTM on row-wise sMNIST over the bundled real digits (CPU, no network)
+	$(BIN)/organics-bench -m experiment=mini/smnist_rows model=organics,lstm
+	$(BIN)/organics-bench-report results/runs/mini_smnist_rows --table results/tables/mini_smnist_rows.md \
+		--figure results/figures/mini_smnist_rows.png
+
+test: install ## Run the whole test suite (what CI runs)
+	$(PY) -m pytest -n 2 -q
+
+test-fast: install ## Tests without the slow real-data runs
+	$(PY) -m pytest -n 2 -q -m "not slow"
+
+smoke: install ## One tiny epoch of every model on every task
+	$(BIN)/organics-bench -m debug=smoke model=organics,organics_fixed_tau,lstm task=smnist,psmnist
+
+reproduce-table2: install ## Paper Table 2 (sMNIST/psMNIST): every row, seeds $(SEEDS) (GPU hours; SEEDS=0,1,2)
+	$(BIN)/organics-bench -m experiment=$(subst $(space),$(comma),$(TABLE2)) seed=$(SEEDS)
+
+tables: install ## Rebuild results/tables/*.md and results/figures/*.png from results/runs/
+	@for dir in results/runs/*/; do name=$$(basename $$dir); \
+		$(BIN)/organics-bench-report $$dir --table results/tables/$$name.md --figure results/figures/$$name.png; done
+
+wandb-sync: ## Upload offline wandb runs (needs `wandb login`)
+	$(BIN)/wandb sync $$(find outputs -type d -name "offline-run-*")
+
+clean-outputs: ## Delete outputs/ (run directories); results/ is kept
+	rm -rf outputs/
+
+clean: clean-outputs ## Also delete the virtual environment
+	rm -rf $(VENV)

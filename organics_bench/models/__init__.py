@@ -1,0 +1,1 @@
+"""Models. Every sequence model follows the `DynamicalModel` protocol of `base.py`."""

@@ -1,0 +1,165 @@
+"""The discretized gated ORGaNICs cell of Rawat, Heeger & Martiniani (NeurIPS 2024), SPEC.md section 2.
+
+State per neuron: principal y, modulator a, input gain b (code: B1) and gain b0 on sigma (code: B0).
+One explicit-Euler step with time in units of the step (dt = 1), all four updates from the old state:
+
+    y <- y  + dt/tau_y  * (-y  + b * z + (1 - sqrt[a]+) * R(y))
+    a <- a  + dt/tau_a  * (-a  + b0^2 sigma^2 + W ([y]+^2 * [a]+))
+    b <- b  + dt/tau_b  * (-b  + sigmoid(W_bx x + W_by y + W_ba a))
+    b0 <- b0 + dt/tau_b0 * (-b0 + sigmoid(W_b0x x + W_b0y y + W_b0a a))
+
+with z = W_zx x (optionally rectified), W = exp(L) >= 0 and R(y) the recurrence chosen by `recurrence`.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from organics_bench.models.base import DynamicalModel
+
+RECURRENCES = ("spectral_norm", "identity", "unconstrained")
+
+
+class Organics(DynamicalModel):
+    """ORGaNICs recurrent classifier; readout is a linear map of y at the last step.
+
+    Args:
+        d_input: input features per step. n_classes: output classes. hidden_size: neurons per population.
+        recurrence: how R(y) is formed:
+            "spectral_norm" (paper era, default): R(y) = (I + W_r / sigma_max(W_r)) [y]+ with W_r initialised to I,
+                so the recurrence is 2I at init, exactly as the paper-era code behaves (SPEC.md section 7, item 2);
+            "identity": R(y) = [y]+ (W_r = I, the case of the stability theorem; n^2 fewer parameters);
+            "unconstrained": R(y) = [W_r y]+ with W_r orthogonal at init (the post-paper code).
+        rectify_input: z = [W_zx x]+ (post-paper code) instead of z = W_zx x (paper era).
+        clamp_normalization: W = clamp(exp(L), 0, 1) (post-paper code) instead of the unbounded exp(L).
+        learn_tau: learn dt/tau = max * sigmoid(theta) per neuron; otherwise theta = 1 is frozen.
+        dt_tau_max_y, dt_tau_max_a, dt_tau_max_b: the maxima of dt/tau for y, a and both gains.
+    """
+
+    def __init__(
+        self,
+        d_input: int,
+        n_classes: int,
+        hidden_size: int = 128,
+        recurrence: str = "spectral_norm",
+        rectify_input: bool = False,
+        clamp_normalization: bool = False,
+        learn_tau: bool = True,
+        dt_tau_max_y: float = 0.02,
+        dt_tau_max_a: float = 0.005,
+        dt_tau_max_b: float = 0.1,
+    ) -> None:
+        super().__init__()
+        if recurrence not in RECURRENCES:
+            raise ValueError(f"recurrence must be one of {RECURRENCES}, got {recurrence!r}")
+        n, m = hidden_size, d_input
+        self.hidden_size = n
+        self.recurrence = recurrence
+        self.rectify_input = rectify_input
+        self.clamp_normalization = clamp_normalization
+
+        self.W_zx = nn.Parameter(_kaiming(n, m))
+        with torch.no_grad():  # unit spectral norm at init only, as in the reference code
+            self.W_zx /= torch.linalg.matrix_norm(self.W_zx, ord=2)
+        self.W_bx, self.W_b0x = nn.Parameter(_kaiming(n, m)), nn.Parameter(_kaiming(n, m))
+        self.W_by, self.W_ba = nn.Parameter(_kaiming(n, n)), nn.Parameter(_kaiming(n, n))
+        self.W_b0y, self.W_b0a = nn.Parameter(_kaiming(n, n)), nn.Parameter(_kaiming(n, n))
+        log_w = torch.empty(n, n).uniform_(-1.0, 0.0)
+        log_w.fill_diagonal_(0.0)
+        self.log_W = nn.Parameter(log_w)
+        if recurrence == "spectral_norm":
+            self.W_r = nn.Parameter(torch.eye(n))
+        elif recurrence == "unconstrained":
+            self.W_r = nn.Parameter(nn.init.orthogonal_(torch.empty(n, n)))
+
+        theta = torch.randn(4, n) if learn_tau else torch.ones(4, n)
+        self.theta = nn.Parameter(theta, requires_grad=learn_tau)
+        self.register_buffer("dt_tau_max", torch.tensor([dt_tau_max_y, dt_tau_max_a, dt_tau_max_b, dt_tau_max_b]))
+        self.register_buffer("sigma", torch.ones(n))
+        y0 = torch.rand(n)
+        self.register_buffer("state0", torch.cat([y0 / y0.norm(), torch.rand(n), torch.rand(n), torch.ones(n)]))
+        self.readout_layer = nn.Linear(n, n_classes)
+
+    # ----- parameter transforms -------------------------------------------------------------------
+    def rates(self) -> torch.Tensor:
+        """dt/tau for (y, a, b, b0), flattened to shape (4n,)."""
+        return (self.dt_tau_max[:, None] * torch.sigmoid(self.theta)).reshape(-1)
+
+    def normalization_matrix(self) -> torch.Tensor:
+        """W >= 0, the normalization weights."""
+        w = torch.exp(self.log_W)
+        return w.clamp(max=1.0) if self.clamp_normalization else w
+
+    def recurrent_matrix(self) -> torch.Tensor:
+        """The matrix that multiplies y in the y equation (before rectification for `unconstrained`)."""
+        eye = torch.eye(self.hidden_size, device=self.log_W.device, dtype=self.log_W.dtype)
+        if self.recurrence == "identity":
+            return eye
+        if self.recurrence == "spectral_norm":
+            return eye + self.W_r / torch.linalg.matrix_norm(self.W_r, ord=2)
+        return self.W_r
+
+    def _matrices(self) -> dict[str, torch.Tensor]:
+        return {
+            "input": torch.cat([self.W_zx, self.W_bx, self.W_b0x]),
+            "gate": torch.cat([torch.cat([self.W_by, self.W_ba], 1), torch.cat([self.W_b0y, self.W_b0a], 1)]),
+            "recurrent": self.recurrent_matrix(),
+            "norm": self.normalization_matrix(),
+            "rates": self.rates(),
+        }
+
+    # ----- dynamics ---------------------------------------------------------------------------------
+    def _drives(self, x: torch.Tensor, mats: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Input projections [z, W_bx x, W_b0x x] for any leading shape of x."""
+        drives = x @ mats["input"].T
+        if self.rectify_input:
+            n = self.hidden_size
+            drives = torch.cat([F.relu(drives[..., :n]), drives[..., n:]], -1)
+        return drives
+
+    def _derivative(self, state: torch.Tensor, drives: torch.Tensor, mats: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The bracketed right-hand sides of the four equations (not yet scaled by dt/tau)."""
+        n = self.hidden_size
+        y, a, b, b0 = state.split(n, -1)
+        z, gate_x = drives[..., :n], drives[..., n:]
+        y_pos, a_pos = F.relu(y), F.relu(a)
+        if self.recurrence == "unconstrained":
+            recurrent = F.relu(y @ mats["recurrent"].T)
+        else:
+            recurrent = y_pos @ mats["recurrent"].T
+        dy = -y + b * z + (1.0 - torch.sqrt(a_pos)) * recurrent
+        da = -a + (b0 * self.sigma) ** 2 + (y_pos.square() * a_pos) @ mats["norm"].T
+        gates = torch.sigmoid(gate_x + torch.cat([y, a], -1) @ mats["gate"].T)
+        dgain = gates - torch.cat([b, b0], -1)
+        return torch.cat([dy, da, dgain], -1)
+
+    def vector_field(self, state: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """d state / dt of the continuous-time system, time in units of one step (so step = state + this)."""
+        mats = self._matrices()
+        return mats["rates"] * self._derivative(state, self._drives(x, mats), mats)
+
+    def initial_state(self, batch: int) -> torch.Tensor:
+        return self.state0.expand(batch, -1)
+
+    def step(self, x_t: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
+        return state + self.vector_field(state, x_t)
+
+    def readout(self, state: torch.Tensor) -> torch.Tensor:
+        return self.readout_layer(state[..., : self.hidden_size])
+
+    def run_steps(self, x: torch.Tensor) -> torch.Tensor:
+        """Same numbers as the per-step loop, with the weight transforms and input projections done once."""
+        mats = self._matrices()
+        drives = self._drives(x, mats)
+        state = self.initial_state(x.shape[0])
+        for t in range(x.shape[1]):
+            state = state + mats["rates"] * self._derivative(state, drives[:, t], mats)
+        return state
+
+
+def _kaiming(rows: int, cols: int) -> torch.Tensor:
+    """nn.Linear's default init, kaiming_uniform(a=sqrt(5)): U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
+    return nn.init.kaiming_uniform_(torch.empty(rows, cols), a=math.sqrt(5))

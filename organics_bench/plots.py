@@ -1,0 +1,36 @@
+"""Figures a person can read: training curves of one or several runs."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def plot_training_curves(runs: dict[str, list[dict]], path: Path, title: str = "") -> Path:
+    """Train loss, validation accuracy and max gradient norm per epoch, one line per run label."""
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4), constrained_layout=True)
+    panels = (("train_loss", "train loss (cross-entropy)", "linear"),
+              ("val_acc", "validation accuracy", "linear"),
+              ("grad_norm_max", "max gradient L2 norm in epoch (no clipping)", "log"))
+    for label, rows in runs.items():
+        epochs = [int(row["epoch"]) for row in rows]
+        for ax, (key, _, _) in zip(axes, panels):
+            ax.plot(epochs, [float(row[key]) for row in rows], marker="o", markersize=3, label=label)
+    for ax, (_, ylabel, scale) in zip(axes, panels):
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(ylabel)
+        ax.set_yscale(scale)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    if title:
+        fig.suptitle(title)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.stem + ".tmp" + path.suffix)
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path

@@ -1,0 +1,87 @@
+"""`organics-bench-report`: a results table and training-curve figure from finished runs' records.
+
+    organics-bench-report results/runs/mini_smnist_rows --table results/tables/mini_smnist_rows.md \
+        --figure results/figures/mini_smnist_rows.png
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import sys
+from pathlib import Path
+
+from organics_bench.plots import plot_training_curves
+
+COLUMNS = ("model", "task", "seed", "status", "test acc", "best val acc", "epochs", "params", "time/epoch (s)",
+           "max grad norm", "spectral radius")
+
+
+def load_records(folder: Path) -> list[dict]:
+    """Every results record (seed<k>.json) under `folder`, with its per-epoch history beside it."""
+    records = []
+    for path in sorted(folder.rglob("*.json")):
+        record = json.loads(path.read_text())
+        if "metrics" not in record or "model" not in record:
+            continue
+        history_path = path.with_name(path.stem + ".history.csv")
+        record["history"] = list(csv.DictReader(history_path.open())) if history_path.exists() else []
+        records.append(record)
+    return records
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def markdown_table(records: list[dict]) -> str:
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    for r in records:
+        m = r["metrics"]
+        cells = (r["model"], r["task"], str(r["seed"]), r["status"], _fmt(m.get("test/acc"), ".4f"),
+                 _fmt(m.get("best_val/acc"), ".4f"), str(r["epochs_completed"]), f"{r['n_params']:,}",
+                 _fmt(r["time"]["per_epoch_s"], ".2f"), _fmt(r["grad_norm"]["max"], ".3g"),
+                 _fmt(r["spectral_radius"]["final"], ".3f"))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def provenance(records: list[dict]) -> str:
+    """The command, seed, git revision and hardware behind each row."""
+    lines = []
+    for r in records:
+        env = r["env"]
+        lines.append(f"- {r['model']} seed {r['seed']}: `{r['command']}` (git {r['git_revision']}, "
+                     f"{env['hardware']}, torch {env['torch']})")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Summarise finished runs (results/runs/...) as a table and figure.")
+    parser.add_argument("folder", type=Path, help="folder holding seed<k>.json records, e.g. results/runs/<exp>")
+    parser.add_argument("--table", type=Path, help="also write the markdown table (with provenance) here")
+    parser.add_argument("--figure", type=Path, help="write training curves of every run here (PNG)")
+    args = parser.parse_args(argv)
+    records = load_records(args.folder) if args.folder.is_dir() else []
+    if not records:
+        print(f"error: no results records (seed<k>.json) under {args.folder}; run organics-bench first",
+              file=sys.stderr)
+        sys.exit(2)
+    table = markdown_table(records)
+    print(table)
+    if args.table:
+        args.table.parent.mkdir(parents=True, exist_ok=True)
+        tmp = args.table.with_name(args.table.name + ".tmp")
+        tmp.write_text(f"# {args.folder.name}\n\n{table}\n\nTest acc is measured at the best-validation epoch.\n\n"
+                       f"Made by:\n{provenance(records)}\n")
+        os.replace(tmp, args.table)
+        print(f"table: {args.table}")
+    if args.figure:
+        curves = {f"{r['model']} (seed {r['seed']})": r["history"] for r in records if r["history"]}
+        plot_training_curves(curves, args.figure, title=f"{args.folder.name}: training curves")
+        print(f"figure: {args.figure}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,65 @@
+"""The results record of a run: what was run, where, on what, and what came out (schema of DESIGN.md)."""
+from __future__ import annotations
+
+import platform
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+SCHEMA_VERSION = 1
+
+
+def git_revision(directory: Path) -> str:
+    """`git rev-parse HEAD` of the checkout holding `directory`, with "+dirty" for uncommitted changes."""
+    try:
+        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=directory, capture_output=True, text=True,
+                             timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=directory,
+                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return rev + ("+dirty" if dirty else "")
+
+
+def environment(device: str) -> dict:
+    """Software and hardware the run used."""
+    hardware = torch.cuda.get_device_name(device) if device.startswith("cuda") else (
+        f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads")
+    return {
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "device": device,
+        "hardware": hardware,
+        "host": platform.node(),
+        "platform": platform.platform(),
+    }
+
+
+def build_record(*, identity: dict, summary: dict, n_params: int, epochs_planned: int, command: str,
+                 git: str, env: dict, task_record: dict, config: dict) -> dict:
+    return {
+        "schema_version": SCHEMA_VERSION,
+        **identity,
+        **summary,
+        "n_params": n_params,
+        "epochs_planned": epochs_planned,
+        "command": command,
+        "git_revision": git,
+        "env": env,
+        "data": task_record,
+        "config": config,
+    }
+
+
+def publish(run_dir: Path, results_dir: Path, experiment: str, model: str, seed: int) -> Path:
+    """Copy a finished run's metrics.json and history.csv to results/runs/<experiment>/<model>/seed<k>.*."""
+    target = results_dir / "runs" / experiment / model
+    target.mkdir(parents=True, exist_ok=True)
+    for source, suffix in (("metrics.json", ".json"), ("history.csv", ".history.csv")):
+        tmp = target / f"seed{seed}{suffix}.tmp"
+        shutil.copyfile(run_dir / source, tmp)
+        tmp.replace(target / f"seed{seed}{suffix}")
+    return target / f"seed{seed}.json"

@@ -1,0 +1,123 @@
+"""The MNIST loaders on files in torchvision's real format, the bundled digits, permutation and split."""
+import numpy as np
+import pytest
+import torch
+
+from organics_bench.errors import UserError
+from organics_bench.tasks.sequential_mnist import SequentialMNIST
+from tests.helpers import write_fake_mnist
+
+
+def make_task(root, **overrides):
+    settings = dict(name="psmnist", source="torchvision", data_dir=str(root), download=False, permute=True,
+                    val_size=20)
+    return SequentialMNIST(**(settings | overrides))
+
+
+def test_reads_real_format_files_and_keeps_pixels_in_unit_range(tmp_path):
+    train_x, train_y, test_x, test_y = write_fake_mnist(tmp_path)
+    data = make_task(tmp_path, permute=False).load()
+    assert data.train.x.shape == (100, 784, 1) and data.val.x.shape == (20, 784, 1)
+    assert data.test.x.shape == (40, 784, 1)
+    torch.testing.assert_close(data.test.x[:, :, 0], torch.from_numpy(test_x).reshape(40, -1).float() / 255)
+    assert torch.equal(data.test.y, torch.from_numpy(test_y).long())
+    assert 0.0 <= data.train.x.min() and data.train.x.max() <= 1.0
+
+
+def test_split_is_disjoint_fixed_and_independent_of_run_seed(tmp_path):
+    train_x, *_ = write_fake_mnist(tmp_path)
+    flat = torch.from_numpy(train_x).reshape(len(train_x), -1).float() / 255
+    first, second = make_task(tmp_path, permute=False).load(), make_task(tmp_path, permute=False).load()
+    torch.manual_seed(123)  # the global seed must not move the split
+    third = make_task(tmp_path, permute=False).load()
+    rows = lambda split: {tuple(r.tolist()) for r in split.x[:, :, 0]}  # noqa: E731
+    assert rows(first.train).isdisjoint(rows(first.val))
+    assert len(rows(first.train) | rows(first.val)) == len(flat)
+    assert torch.equal(first.val.x, second.val.x) and torch.equal(first.val.x, third.val.x)
+    other = make_task(tmp_path, permute=False, split_seed=5).load()
+    assert not torch.equal(first.val.x, other.val.x)
+
+
+def test_split_matches_torch_random_split_with_seed_73(tmp_path):
+    """The reference code uses random_split([57000, 3000], generator seed 73); same indices here."""
+    train_x, *_ = write_fake_mnist(tmp_path)
+    data = make_task(tmp_path, permute=False).load()
+    subsets = torch.utils.data.random_split(range(120), [100, 20], generator=torch.Generator().manual_seed(73))
+    expected = torch.from_numpy(train_x[list(subsets[1].indices)]).reshape(20, -1).float() / 255
+    torch.testing.assert_close(data.val.x[:, :, 0], expected)
+
+
+def test_permutation_is_fixed_and_shared_by_all_splits(tmp_path):
+    _, _, test_x, _ = write_fake_mnist(tmp_path)
+    task = make_task(tmp_path)
+    perm = task.permutation()
+    assert torch.equal(perm, torch.randperm(784, generator=torch.Generator().manual_seed(73)))
+    data, plain = task.load(), make_task(tmp_path, permute=False).load()
+    torch.testing.assert_close(data.test.x[:, :, 0], plain.test.x[:, perm, 0])
+    torch.testing.assert_close(data.train.x[:, :, 0], plain.train.x[:, perm, 0])
+    torch.testing.assert_close(data.val.x[:, :, 0], plain.val.x[:, perm, 0])
+    assert data.record["permutation_seed"] == 73 and data.record["split_seed"] == 73
+
+
+def test_row_layout_and_downsampling(tmp_path):
+    _, _, test_x, _ = write_fake_mnist(tmp_path)
+    rows = make_task(tmp_path, permute=False, layout="rows").load()
+    assert rows.test.x.shape == (40, 28, 28) and rows.train.x.shape[1:] == (28, 28)
+    torch.testing.assert_close(rows.test.x, torch.from_numpy(test_x).float() / 255)
+    small = make_task(tmp_path, permute=False, image_size=14).load()
+    assert small.test.x.shape == (40, 196, 1)
+    expected = torch.from_numpy(test_x[0, :2, :2]).float().mean() / 255
+    assert small.test.x[0, 0, 0].item() == pytest.approx(expected.item(), abs=1e-6)
+    assert make_task(tmp_path, layout="rows", image_size=14).spec.d_input == 14
+
+
+def test_bundled_digits_are_real_mnist_split_into_three_parts():
+    task = SequentialMNIST(name="smnist", source="bundled", layout="rows")
+    data = task.load()
+    assert (len(data.train), len(data.val), len(data.test)) == (3500, 500, 1000)
+    all_labels = torch.cat([data.train.y, data.val.y, data.test.y])
+    assert torch.equal(torch.bincount(all_labels), torch.full((10,), 500))
+    mean_ink = data.train.x.mean().item()
+    assert 0.10 < mean_ink < 0.16  # MNIST's mean pixel is ~0.13; noise would be ~0.5
+    assert torch.equal(data.test.x, SequentialMNIST(name="smnist", source="bundled", layout="rows").load().test.x)
+
+
+def test_missing_files_give_one_actionable_line(tmp_path):
+    with pytest.raises(UserError) as err:
+        make_task(tmp_path / "empty").load()
+    message = str(err.value)
+    assert "\n" not in message
+    assert "train-images-idx3-ubyte" in message and "task.source=bundled" in message
+    assert "ORGANICS_BENCH_DATA" in message
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage"])
+def test_corrupt_files_are_reported_not_crashed_on(tmp_path, damage):
+    write_fake_mnist(tmp_path)
+    target = tmp_path / "MNIST" / "raw" / "train-images-idx3-ubyte"
+    content = target.read_bytes()
+    target.write_bytes(content[: len(content) // 2] if damage == "truncate" else b"\x07" * len(content))
+    with pytest.raises(UserError, match="corrupt or truncated|could not read"):
+        make_task(tmp_path).load()
+
+
+def test_bad_task_options_are_rejected():
+    for bad in (dict(layout="columns"), dict(source="kaggle"), dict(image_size=10), dict(val_size=0)):
+        with pytest.raises(UserError):
+            SequentialMNIST(name="smnist", **bad)
+    with pytest.raises(UserError, match="no training digits"):
+        SequentialMNIST(name="smnist", source="bundled", val_size=4000).load()
+
+
+def test_data_dir_that_is_a_file_is_reported(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(UserError, match="data dir"):
+        make_task(blocker / "data", download=True).load()
+
+
+def test_bundled_file_is_not_noise():
+    data = SequentialMNIST(name="smnist", source="bundled", layout="rows").load()
+    # digits are mostly background: over 70% of pixels are exactly zero in real MNIST
+    assert (data.test.x == 0).float().mean().item() > 0.7
+    assert np.isclose(data.test.x.max().item(), 1.0)

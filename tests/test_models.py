@@ -1,0 +1,95 @@
+"""The ORGaNICs cell against the paper's equations, the LSTM step against nn.LSTM, and parameter counts."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from organics_bench.models.base import DynamicalModel, count_trainable
+from organics_bench.models.lstm import LSTM
+from organics_bench.models.organics import RECURRENCES, Organics
+
+
+def spec_euler_step(m: Organics, x: torch.Tensor, y, a, b, b0):
+    """SPEC.md section 2.1 written out term by term, independent of the model's own code paths."""
+    relu = F.relu
+    rate = m.dt_tau_max[:, None] * torch.sigmoid(m.theta)
+    z = x @ m.W_zx.T
+    if m.rectify_input:
+        z = relu(z)
+    eye = torch.eye(m.hidden_size, dtype=x.dtype)
+    if m.recurrence == "identity":
+        rec = relu(y)
+    elif m.recurrence == "spectral_norm":
+        sigma_max = torch.linalg.svdvals(m.W_r)[0]
+        rec = relu(y) @ (eye + m.W_r / sigma_max).T
+    else:
+        rec = relu(y @ m.W_r.T)
+    W = torch.exp(m.log_W)
+    if m.clamp_normalization:
+        W = W.clamp(0, 1)
+    y_new = y + rate[0] * (-y + b * z + (1 - torch.sqrt(relu(a))) * rec)
+    a_new = a + rate[1] * (-a + b0**2 * m.sigma**2 + (relu(y) ** 2 * relu(a)) @ W.T)
+    b_new = b + rate[2] * (-b + torch.sigmoid(x @ m.W_bx.T + y @ m.W_by.T + a @ m.W_ba.T))
+    b0_new = b0 + rate[3] * (-b0 + torch.sigmoid(x @ m.W_b0x.T + y @ m.W_b0y.T + a @ m.W_b0a.T))
+    return torch.cat([y_new, a_new, b_new, b0_new], -1)
+
+
+@pytest.mark.parametrize("recurrence", RECURRENCES)
+@pytest.mark.parametrize("rectify_input,clamp,learn_tau", [(False, False, True), (True, True, False)])
+def test_step_is_the_papers_euler_step(recurrence, rectify_input, clamp, learn_tau):
+    torch.manual_seed(1)
+    m = Organics(5, 10, 16, recurrence=recurrence, rectify_input=rectify_input, clamp_normalization=clamp,
+                 learn_tau=learn_tau).double()
+    with torch.no_grad():  # move every weight off its init so each term matters
+        for p in m.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    x = torch.randn(7, 5, dtype=torch.float64)
+    y, a, b, b0 = torch.randn(7, 16).double(), torch.rand(7, 16).double(), torch.rand(7, 16).double(), \
+        torch.rand(7, 16).double()
+    a[0, :3] = -0.2  # negative modulators exercise the rectification
+    expected = spec_euler_step(m, x, y, a, b, b0)
+    got = m.step(x, torch.cat([y, a, b, b0], -1))
+    torch.testing.assert_close(got, expected, atol=1e-6, rtol=0)
+    assert (got - torch.cat([y, a, b, b0], -1)).abs().max() > 1e-3  # the step really moves the state
+
+
+@pytest.mark.parametrize("recurrence", RECURRENCES)
+def test_sequence_path_matches_per_step_loop(recurrence):
+    torch.manual_seed(2)
+    m = Organics(3, 10, 12, recurrence=recurrence)
+    x = torch.rand(4, 30, 3)
+    fast, slow = m.run_steps(x), DynamicalModel.run_steps(m, x)
+    torch.testing.assert_close(fast, slow, atol=1e-6, rtol=1e-6)
+
+
+def test_parameter_counts_match_the_paper():
+    assert count_trainable(Organics(1, 10, 128)) == 100_490
+    assert count_trainable(Organics(1, 10, 64)) == 25_674
+    assert count_trainable(Organics(1, 10, 128, learn_tau=False)) == 99_978
+    assert count_trainable(Organics(1, 10, 128, recurrence="identity")) == 100_490 - 128 * 128
+    assert count_trainable(LSTM(1, 10, 128)) == 68_362
+
+
+def test_paper_era_recurrence_is_2I_at_init_and_stays_bounded():
+    m = Organics(1, 10, 8)
+    torch.testing.assert_close(m.recurrent_matrix(), 2 * torch.eye(8))
+    with torch.no_grad():
+        m.W_r.mul_(50).add_(torch.randn(8, 8))
+    bound = torch.linalg.matrix_norm(m.recurrent_matrix() - torch.eye(8), ord=2).item()
+    assert bound == pytest.approx(1.0, abs=1e-5)
+
+
+def test_initial_state_follows_the_reference_code():
+    m = Organics(1, 10, 32)
+    y0, a0, b0, b00 = m.initial_state(3).split(32, -1)
+    assert torch.allclose(y0.norm(dim=-1), torch.ones(3))
+    assert (a0 >= 0).all() and (a0 <= 1).all() and (b0 >= 0).all() and (b0 <= 1).all()
+    assert torch.equal(b00, torch.ones(3, 32))
+    rates = m.rates().reshape(4, 32)
+    assert (rates[0] < 0.02).all() and (rates[1] < 0.005).all() and (rates[2:] < 0.1).all()
+
+
+def test_lstm_step_matches_fused_kernel():
+    torch.manual_seed(3)
+    m = LSTM(4, 10, 16)
+    x = torch.randn(5, 20, 4)
+    torch.testing.assert_close(DynamicalModel.run_steps(m, x), m.run_steps(x), atol=1e-5, rtol=1e-5)

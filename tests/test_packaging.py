@@ -1,0 +1,43 @@
+"""The console script finds its configs from the editable install and from a built wheel."""
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import run_cli
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_editable_install_finds_conf_from_any_directory(tmp_path):
+    result = run_cli("model=organics_fixed_tau", "--cfg", "job", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "learn_tau: false" in result.stdout
+
+
+@pytest.mark.slow
+def test_built_wheel_carries_configs_and_data_and_runs(tmp_path):
+    build = subprocess.run([sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(tmp_path),
+                            str(REPO)], capture_output=True, text=True, timeout=300)
+    assert build.returncode == 0, build.stderr[-2000:]
+    wheel = next(tmp_path.glob("organics_bench-*.whl"))
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for required in ("organics_bench/conf/config.yaml", "organics_bench/conf/model/organics.yaml",
+                     "organics_bench/conf/experiment/mini/smnist_rows.yaml", "organics_bench/data/mnist_5k.npz"):
+        assert required in names, required
+    target = tmp_path / "site"
+    install = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-compile",
+                              "--target", str(target), str(wheel)], capture_output=True, text=True, timeout=300)
+    assert install.returncode == 0, install.stderr[-2000:]
+    env = {**os.environ, "PYTHONPATH": str(target), "WANDB_MODE": "disabled", "TQDM_DISABLE": "1"}
+    where = subprocess.run([sys.executable, "-c", "import organics_bench; print(organics_bench.__file__)"],
+                           cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert where.stdout.startswith(str(target)), where.stdout + where.stderr  # the wheel, not the checkout
+    run = subprocess.run([str(target / "bin" / "organics-bench"), "debug=smoke", "model=lstm", "task=psmnist",
+                          f"hydra.run.dir={tmp_path / 'run'}"], cwd=tmp_path, env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert (tmp_path / "run" / "metrics.json").exists()
