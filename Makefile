@@ -18,7 +18,6 @@ install: $(VENV)/.installed ## Create .venv with torch, the package (editable) a
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH)
 	$(PY) -m pip install -q -e '.[test]'
 	touch $@

@@ -76,6 +76,7 @@ class PreflightChecks(Callback):
             _check_writable(Path(config.hydra.run.dir))
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        HydraConfig.instance().set_config(config)  # lets ${hydra:runtime.cwd} resolve before the first job
         with exit_on_user_error():
             _check_writable(Path(config.hydra.sweep.dir))
 
@@ -114,7 +115,13 @@ def _hydra_entry(cfg: DictConfig) -> float | None:
             return None
         from organics_bench.training.run import train
 
-        return train(cfg)["metrics"].get("best_val/acc")
+        try:
+            return train(cfg)["metrics"].get("best_val/acc")
+        except KeyboardInterrupt:
+            run_dir = HydraConfig.get().runtime.output_dir
+            print(f"interrupted: every file so far is kept in {run_dir}; continue with resume={run_dir}",
+                  file=sys.stderr)
+            sys.exit(130)
 
 
 def main() -> None:

@@ -234,6 +234,8 @@ class Trainer:
     # ----- helpers ----------------------------------------------------------------------------------
     def _final_evaluation(self) -> None:
         """Test accuracy of the last weights and of the best-validation weights (the reported number)."""
+        if self.status not in ("ok", "diverged"):
+            return
         if self.status == "ok":
             loss, acc = self.evaluate(self.test)
             self.test_metrics.update({"last/test_loss": loss, "last/test_acc": acc})
