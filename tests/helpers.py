@@ -42,3 +42,56 @@ def write_fake_mnist(root: Path, n_train: int = 120, n_test: int = 40, seed: int
 
 def read_metrics(run_dir: Path) -> dict:
     return json.loads((run_dir / "metrics.json").read_text())
+
+
+def write_fake_cifar10(root: Path, n_train_per_batch: int = 20, n_test: int = 30, seed: int = 0) -> None:
+    """Random images under root/cifar-10-batches-py in the pickled batch format torchvision's CIFAR10 reads
+    (protocol-2 pickles of dicts with "data" uint8 (N, 3072) and "labels", as the official files hold)."""
+    import pickle
+
+    rng = np.random.default_rng(seed)
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True, exist_ok=True)
+    batches = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+    for name in batches:
+        count = n_test if name == "test_batch" else n_train_per_batch
+        payload = {"batch_label": name, "data": rng.integers(0, 256, (count, 3072), dtype=np.uint8),
+                   "labels": rng.integers(0, 10, count).tolist()}
+        (folder / name).write_bytes(pickle.dumps(payload, protocol=2))
+    meta = {"label_names": ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
+                            "truck"], "num_vis": 3072}
+    (folder / "batches.meta").write_bytes(pickle.dumps(meta, protocol=2))
+
+
+def smoke_overrides(model: str, task: str, data_dir: Path) -> list[str]:
+    """`debug=smoke model=M task=T` plus what makes it tiny and offline: small models, bundled digits, fake CIFAR."""
+    return ["debug=smoke", f"model={model}", f"task={task}", *smoke_data_overrides(model, task, data_dir)]
+
+
+def smoke_data_overrides(model: str, task: str, data_dir: Path) -> list[str]:
+    """The size and data overrides of `smoke_overrides`, for runs that choose model and task another way."""
+    overrides = [f"paths.data_dir={data_dir}"]
+    if model_takes(model, "hidden_size"):
+        overrides.append("model.hidden_size=8")
+    if task in ("smnist", "psmnist", "mnist"):
+        overrides += ["task.source=bundled", "task.download=false"]
+    if task in ("smnist", "psmnist"):
+        overrides.append("task.image_size=14")
+    if task == "cifar10":
+        write_fake_cifar10(data_dir)
+        overrides += ["task.download=false", "task.val_size=20"]
+    if task == "parity":
+        overrides += ["task.n_train=64", "task.n_val=32", "task.n_test=32", "task.test_lengths=[8,40,64]"]
+    return overrides
+
+
+def model_takes(model: str, key: str) -> bool:
+    """Whether the model config (or the config it extends) sets `key`."""
+    from importlib import resources
+
+    from omegaconf import OmegaConf
+
+    folder = resources.files("organics_bench.conf").joinpath("model")
+    cfg = OmegaConf.create(folder.joinpath(f"{model}.yaml").read_text())
+    parents = [d for d in cfg.get("defaults", []) if d != "_self_"]
+    return key in cfg or any(model_takes(parent, key) for parent in parents)

@@ -7,14 +7,15 @@ from tests.helpers import read_metrics, run_cli
 def test_help_lists_groups_and_choices(tmp_path):
     result = run_cli("--help", cwd=tmp_path)
     assert result.returncode == 0
-    for expected in ("model: lstm, organics, organics_fixed_tau", "task: psmnist, smnist", "organics-bench"):
+    for expected in ("model: ", "conv_organics", "organics_fixed_tau", "task: cifar10, mnist, parity, psmnist, smnist",
+                     "organics-bench"):
         assert expected in result.stdout, result.stdout
 
 
 def test_cfg_job_prints_the_composed_config(tmp_path):
     result = run_cli("model=lstm", "task=smnist", "--cfg", "job", cwd=tmp_path)
     assert result.returncode == 0
-    assert "organics_bench.models.lstm.LSTM" in result.stdout and "name: smnist" in result.stdout
+    assert "organics_bench.models.rnn.LSTM" in result.stdout and "name: smnist" in result.stdout
     assert not (tmp_path / "outputs").exists()
 
 
@@ -72,7 +73,8 @@ def test_damaged_checkpoint_is_one_line(tmp_path):
 
 
 def test_multirun_sweeps_two_models(tmp_path):
-    result = run_cli("-m", "debug=smoke", "model=organics,lstm", "task=smnist", cwd=tmp_path)
+    result = run_cli("-m", "debug=smoke", "model=organics,lstm", "task=smnist", "task.source=bundled",
+                     "task.image_size=14", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     (sweep,) = (tmp_path / "outputs" / "multiruns" / "smnist").iterdir()
     records = sorted(read_metrics(d)["model"] for d in sweep.iterdir() if (d / "metrics.json").exists())

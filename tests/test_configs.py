@@ -9,9 +9,14 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from organics_bench.cli import available_choices
-from tests.helpers import read_metrics, run_cli
+from organics_bench.models.build import build_model, model_choices_by_kind
+from tests.helpers import read_metrics, run_cli, smoke_data_overrides, smoke_overrides
 
 MODELS, TASKS = available_choices("model"), available_choices("task")
+TASK_KIND = {"smnist": "sequence", "psmnist": "sequence", "parity": "sequence", "mnist": "static",
+             "cifar10": "static"}
+KINDS = model_choices_by_kind()
+PAIRS = [(m, t) for t in TASKS for m in KINDS[TASK_KIND[t]]]
 
 
 def experiments() -> list[str]:
@@ -24,47 +29,66 @@ def experiments() -> list[str]:
 
 
 def composed(overrides: list[str]):
+    """The resolved job config (without the hydra node) and the chosen model's name."""
     with initialize_config_module("organics_bench.conf", version_base="1.3"):
         cfg = compose("config", overrides=overrides, return_hydra_config=True)
         HydraConfig.instance().set_config(cfg)
         job_keys = [key for key in cfg if key != "hydra"]
-        return OmegaConf.create(OmegaConf.to_container(OmegaConf.masked_copy(cfg, job_keys), resolve=True))
+        resolved = OmegaConf.create(OmegaConf.to_container(OmegaConf.masked_copy(cfg, job_keys), resolve=True))
+        return resolved, cfg.hydra.runtime.choices.model
 
 
 def test_the_groups_hold_what_the_readme_promises():
-    assert {"organics", "organics_fixed_tau", "lstm"} <= set(MODELS)
-    assert {"smnist", "psmnist"} <= set(TASKS)
+    assert {"organics", "organics_fixed_tau", "lstm", "gru", "rnn"} <= set(KINDS["sequence"])
+    assert {"conv_organics", "cnn"} <= set(KINDS["static"])
+    assert set(TASKS) == set(TASK_KIND)
+    assert sorted(KINDS["sequence"] + KINDS["static"]) == MODELS
 
 
-@pytest.mark.parametrize("model", MODELS)
-@pytest.mark.parametrize("task", TASKS)
+@pytest.mark.parametrize("model,task", PAIRS)
 def test_every_model_task_pair_composes_and_builds(model, task):
-    cfg = composed([f"model={model}", f"task={task}"])
+    cfg, _ = composed([f"model={model}", f"task={task}"])
     spec = instantiate(cfg.task).spec
-    net = instantiate(cfg.model, d_input=spec.d_input, n_classes=spec.n_classes)
+    assert spec.kind == TASK_KIND[task]
+    net = build_model(cfg.model, spec, model, task)
     assert net.readout_layer.out_features == spec.n_classes
     assert cfg.trainer.epochs > 0 and cfg.optimizer.lr > 0
 
 
 @pytest.mark.parametrize("experiment", experiments())
 def test_every_experiment_composes(experiment):
-    cfg = composed([f"experiment={experiment}"])
+    cfg, _ = composed([f"experiment={experiment}"])
     assert cfg.experiment_name
 
 
-@pytest.mark.parametrize("model", MODELS)
-@pytest.mark.parametrize("task", TASKS)
+@pytest.mark.parametrize("model,task", PAIRS)
 def test_every_model_task_pair_runs_a_smoke_epoch(tmp_path, model, task):
     run_dir = tmp_path / "run"
-    result = run_cli("debug=smoke", f"model={model}", f"task={task}", f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    result = run_cli(*smoke_overrides(model, task, tmp_path / "data"), f"hydra.run.dir={run_dir}", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     record = read_metrics(run_dir)
     assert record["status"] == "ok" and record["model"] == model and record["task"] == task
     assert record["epochs_completed"] == 1 and record["global_step"] == 2
+    assert record["n_params"] > 0 and 0.0 <= record["metrics"]["test/acc"] <= 1.0
+
+
+@pytest.mark.parametrize("model,task", [("lstm", "cifar10"), ("conv_organics", "smnist")])
+def test_a_model_on_the_wrong_kind_of_task_is_one_line(tmp_path, model, task):
+    result = run_cli(*smoke_overrides(model, task, tmp_path / "data"), f"hydra.run.dir={tmp_path / 'run'}",
+                     cwd=tmp_path)
+    assert result.returncode != 0
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and f"model={model}" in lines[0], result.stderr
+    fitting = lines[0].split("models for")[1]
+    expected, other = ("cnn", "lstm") if task == "cifar10" else ("lstm", "cnn")
+    assert expected in fitting and other not in fitting
 
 
 @pytest.mark.parametrize("experiment", experiments())
 def test_every_experiment_runs_in_smoke_mode(tmp_path, experiment):
-    result = run_cli(f"experiment={experiment}", "debug=smoke", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    cfg, model = composed([f"experiment={experiment}"])
+    overrides = [] if cfg.job == "theory" else smoke_data_overrides(model, cfg.task.name, tmp_path / "data")
+    result = run_cli(f"experiment={experiment}", "debug=smoke", *overrides, f"hydra.run.dir={tmp_path / 'run'}",
+                     cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert list((tmp_path / "run").glob("*.json"))

@@ -121,3 +121,67 @@ def test_bundled_file_is_not_noise():
     # digits are mostly background: over 70% of pixels are exactly zero in real MNIST
     assert (data.test.x == 0).float().mean().item() > 0.7
     assert np.isclose(data.test.x.max().item(), 1.0)
+
+
+def test_static_mnist_keeps_images_and_the_sequential_split(tmp_path):
+    from organics_bench.tasks.static_images import StaticMNIST
+
+    write_fake_mnist(tmp_path)
+    static = StaticMNIST(name="mnist", data_dir=str(tmp_path), download=False, val_size=20).load()
+    sequential = make_task(tmp_path, permute=False).load()
+    assert static.train.x.shape == (100, 1, 28, 28) and static.test.x.shape == (40, 1, 28, 28)
+    torch.testing.assert_close(static.val.x.flatten(1), sequential.val.x[:, :, 0])
+    assert torch.equal(static.val.y, sequential.val.y)
+
+
+def test_cifar10_reads_torchvision_batches_and_standardises(tmp_path):
+    from organics_bench.tasks.static_images import CIFAR_MEAN, StaticCIFAR10
+    from tests.helpers import write_fake_cifar10
+
+    write_fake_cifar10(tmp_path, n_train_per_batch=20, n_test=30)
+    data = StaticCIFAR10(name="cifar10", data_dir=str(tmp_path), download=False, val_size=10).load()
+    assert data.train.x.shape == (90, 3, 32, 32) and data.val.x.shape == (10, 3, 32, 32)
+    assert data.test.x.shape == (30, 3, 32, 32) and data.test.y.dtype == torch.long
+    import pickle
+
+    raw = pickle.loads((tmp_path / "cifar-10-batches-py" / "test_batch").read_bytes())
+    first = torch.from_numpy(raw["data"][0].reshape(3, 32, 32)).float() / 255
+    torch.testing.assert_close(data.test.x[0, 0] * 0.2470 + CIFAR_MEAN[0], first[0], atol=1e-5, rtol=0)
+    assert data.test.y[0].item() == raw["labels"][0]
+
+
+def test_cifar10_missing_or_damaged_is_one_line(tmp_path):
+    from organics_bench.tasks.static_images import StaticCIFAR10
+    from tests.helpers import write_fake_cifar10
+
+    with pytest.raises(UserError, match="CIFAR-10 not found") as err:
+        StaticCIFAR10(name="cifar10", data_dir=str(tmp_path), download=False).load()
+    assert "\n" not in str(err.value)
+    write_fake_cifar10(tmp_path)
+    batch = tmp_path / "cifar-10-batches-py" / "data_batch_3"
+    batch.write_bytes(batch.read_bytes()[:100])
+    with pytest.raises(UserError, match="corrupt or truncated"):
+        StaticCIFAR10(name="cifar10", data_dir=str(tmp_path), download=False, val_size=10).load()
+
+
+def test_parity_labels_padding_and_length_splits():
+    from organics_bench.tasks.parity import Parity
+
+    task = Parity(name="parity", train_min_length=3, train_max_length=12, test_lengths=[12, 30], n_train=500,
+                  n_val=50, n_test=40, seed=1)
+    data = task.load()
+    assert data.train.x.shape == (500, 12, 2) and task.spec.d_input == 2 and task.spec.n_classes == 2
+    ones = data.train.x[:, :, 1].sum(1)
+    assert torch.equal(data.train.y, ones.long() % 2)
+    present = data.train.x.sum(-1)
+    lengths = present.sum(1)
+    assert lengths.min() >= 3 and lengths.max() <= 12 and len(set(lengths.tolist())) > 5
+    assert all(torch.equal(row[int(12 - n):], torch.ones(int(n))) for row, n in zip(present[:50], lengths[:50]))
+    assert set(data.extra_tests) == {"len12", "len30"} and data.extra_tests["len30"].x.shape == (40, 30, 2)
+    assert torch.equal(data.test.x, data.extra_tests["len12"].x)
+    assert 0.3 < data.train.y.float().mean() < 0.7
+    again = Parity(name="parity", train_min_length=3, train_max_length=12, test_lengths=[12, 30], n_train=500,
+                   n_val=50, n_test=40, seed=1).load()
+    assert torch.equal(again.train.x, data.train.x)
+    summary = Parity.summarize({"len12": 1.0, "len30": 0.6, "len64": 0.995})
+    assert summary == {"acc_by_length": {12: 1.0, 30: 0.6, 64: 0.995}, "longest_solved_99": 64}

@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 
 from organics_bench.models.base import DynamicalModel, count_trainable
-from organics_bench.models.lstm import LSTM
+from organics_bench.models.rnn import GRU, LSTM, TanhRNN
 from organics_bench.models.organics import RECURRENCES, Organics
 
 
@@ -88,8 +88,14 @@ def test_initial_state_follows_the_reference_code():
     assert (rates[0] < 0.02).all() and (rates[1] < 0.005).all() and (rates[2:] < 0.1).all()
 
 
-def test_lstm_step_matches_fused_kernel():
+@pytest.mark.parametrize("cls", [LSTM, GRU, TanhRNN])
+def test_written_out_step_matches_fused_kernel(cls):
     torch.manual_seed(3)
-    m = LSTM(4, 10, 16)
+    m = cls(4, 10, 16)
     x = torch.randn(5, 20, 4)
     torch.testing.assert_close(DynamicalModel.run_steps(m, x), m.run_steps(x), atol=1e-5, rtol=1e-5)
+
+
+def test_baseline_parameter_counts():
+    assert count_trainable(GRU(1, 10, 128)) == 51_594
+    assert count_trainable(TanhRNN(1, 10, 128)) == 18_058

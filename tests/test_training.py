@@ -5,9 +5,7 @@ import json
 import pytest
 import torch
 
-from tests.helpers import read_metrics, run_cli
-
-SMOKE = ("debug=smoke", "model=organics", "task=smnist")
+from tests.helpers import read_metrics, run_cli, smoke_overrides
 
 
 def history(run_dir):
@@ -15,11 +13,16 @@ def history(run_dir):
         return list(csv.DictReader(handle))
 
 
-def test_resume_continues_bit_for_bit(tmp_path):
+@pytest.fixture
+def smoke(tmp_path):
+    return smoke_overrides("organics", "smnist", tmp_path / "data")
+
+
+def test_resume_continues_bit_for_bit(tmp_path, smoke):
     straight, first, resumed = tmp_path / "straight", tmp_path / "first", tmp_path / "resumed"
     for run_dir, extra in ((straight, ["trainer.epochs=2"]), (first, ["trainer.epochs=1"]),
                            (resumed, ["trainer.epochs=2", f"resume={first}"])):
-        result = run_cli(*SMOKE, *extra, f"hydra.run.dir={run_dir}", cwd=tmp_path)
+        result = run_cli(*smoke, *extra, f"hydra.run.dir={run_dir}", cwd=tmp_path)
         assert result.returncode == 0, result.stderr
     assert [r["train_loss"] for r in history(straight)] == [r["train_loss"] for r in history(resumed)]
     assert [r["val_acc"] for r in history(straight)] == [r["val_acc"] for r in history(resumed)]
@@ -31,9 +34,9 @@ def test_resume_continues_bit_for_bit(tmp_path):
     assert read_metrics(straight)["metrics"] == read_metrics(resumed)["metrics"]
 
 
-def test_divergence_is_a_recorded_result_not_a_crash(tmp_path):
+def test_divergence_is_a_recorded_result_not_a_crash(tmp_path, smoke):
     run_dir = tmp_path / "run"
-    result = run_cli(*SMOKE, "optimizer.lr=1000", "trainer.epochs=3", f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    result = run_cli(*smoke, "optimizer.lr=1000", "trainer.epochs=3", f"hydra.run.dir={run_dir}", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "DIVERGED at step" in result.stdout
     record = read_metrics(run_dir)
@@ -42,9 +45,9 @@ def test_divergence_is_a_recorded_result_not_a_crash(tmp_path):
     assert (run_dir / "steps.csv").exists() and (run_dir / "config.yaml").exists()
 
 
-def test_checkpoints_load_with_weights_only_and_records_follow_the_schema(tmp_path):
+def test_checkpoints_load_with_weights_only_and_records_follow_the_schema(tmp_path, smoke):
     run_dir, results = tmp_path / "run", tmp_path / "results"
-    result = run_cli(*SMOKE, "trainer.epochs=2", f"paths.results_dir={results}", "seed=3",
+    result = run_cli(*smoke, "trainer.epochs=2", f"paths.results_dir={results}", "seed=3",
                      f"hydra.run.dir={run_dir}", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     for name in ("last.pt", "best.pt"):
@@ -68,10 +71,10 @@ def test_checkpoints_load_with_weights_only_and_records_follow_the_schema(tmp_pa
     assert len(steps) == 4 and {"train/grad_norm", "train/nonfinite_grads", "grad/W_r", "grad/theta"} <= set(steps[0])
 
 
-def test_checkpoint_from_another_model_is_refused(tmp_path):
+def test_checkpoint_from_another_model_is_refused(tmp_path, smoke):
     source = tmp_path / "organics_run"
-    assert run_cli(*SMOKE, f"hydra.run.dir={source}", cwd=tmp_path).returncode == 0
-    result = run_cli("debug=smoke", "model=lstm", "task=smnist", f"resume={source}",
+    assert run_cli(*smoke, f"hydra.run.dir={source}", cwd=tmp_path).returncode == 0
+    result = run_cli(*smoke_overrides("lstm", "smnist", tmp_path / "data"), f"resume={source}",
                      f"hydra.run.dir={tmp_path / 'lstm_run'}", cwd=tmp_path)
     assert result.returncode != 0
     lines = [line for line in result.stderr.splitlines() if line.strip()]
@@ -79,9 +82,9 @@ def test_checkpoint_from_another_model_is_refused(tmp_path):
     assert not (tmp_path / "lstm_run" / "checkpoints").exists()
 
 
-def test_wandb_offline_run_files_exist(tmp_path):
+def test_wandb_offline_run_files_exist(tmp_path, smoke):
     run_dir = tmp_path / "run"
-    result = run_cli(*SMOKE, "logger=wandb", f"hydra.run.dir={run_dir}", cwd=tmp_path,
+    result = run_cli(*smoke, "logger=wandb", f"hydra.run.dir={run_dir}", cwd=tmp_path,
                      env={"WANDB_MODE": "offline", "WANDB_SILENT": "true"})
     assert result.returncode == 0, result.stderr
     offline = list((run_dir / "wandb").glob("offline-run-*"))

@@ -8,12 +8,17 @@ import torch
 
 @dataclass(frozen=True)
 class TaskSpec:
-    """What a model needs to know about a task. `kind` is "sequence" (x: batch, seq_len, d_input) or "static"."""
+    """What a model needs to know about a task.
+
+    `kind` is "sequence" (x: batch, seq_len, d_input) or "static" (x: batch, *input_shape); `d_input` is the
+    size of one step's input (sequence) or of the flattened input (static).
+    """
 
     name: str
     kind: str
     d_input: int
     n_classes: int
+    input_shape: tuple[int, ...]
     seq_len: int = 1
     metrics: tuple[str, ...] = ("acc",)
 
@@ -31,9 +36,20 @@ class Split:
 
 @dataclass
 class TaskData:
-    """The three splits and a record of how they were made (seeds, sizes, source), kept with every result."""
+    """The three splits and a record of how they were made (seeds, sizes, source), kept with every result.
+
+    `extra_tests` are further test sets evaluated with the best-validation weights (e.g. parity at longer lengths).
+    """
 
     train: Split
     val: Split
     test: Split
     record: dict = field(default_factory=dict)
+    extra_tests: dict[str, Split] = field(default_factory=dict)
+
+
+def split_train_val(x: torch.Tensor, y: torch.Tensor, val_size: int, seed: int) -> tuple[Split, Split]:
+    """The last `val_size` of a seeded permutation is validation: `random_split([n - val, val], seed)`'s indices."""
+    order = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))
+    train, val = order[: len(y) - val_size], order[len(y) - val_size :]
+    return Split(x[train], y[train]), Split(x[val], y[val])

@@ -10,6 +10,8 @@ import torchvision
 
 from organics_bench.errors import UserError
 
+SOURCES = ("torchvision", "bundled")
+DEFAULT_VAL_SIZE = {"torchvision": 3000, "bundled": 500}
 MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 BUNDLED_TEST_SIZE = 1000
 
@@ -45,3 +47,24 @@ def load_bundled_mnist(split_seed: int) -> tuple[torch.Tensor, ...]:
     order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(split_seed))
     pool, test = order[BUNDLED_TEST_SIZE:], order[:BUNDLED_TEST_SIZE]
     return images[pool], labels[pool], images[test], labels[test]
+
+
+def load_mnist(source: str, data_dir: str | Path, download: bool, split_seed: int,
+               val_size: int) -> tuple[torch.Tensor, ...]:
+    """(pool images, pool labels, test images, test labels) from either source, after checking `val_size` fits."""
+    if source == "bundled":
+        digits = load_bundled_mnist(split_seed)
+    else:
+        digits = load_torchvision_mnist(data_dir, download)
+    if val_size >= len(digits[1]):
+        raise UserError(f"task.val_size={val_size} leaves no training digits out of {len(digits[1])}")
+    return digits
+
+
+def check_source(source: str, val_size: int | None) -> int:
+    """Validate `task.source` and return the validation size (the source's default when `val_size` is null)."""
+    if source not in SOURCES:
+        raise UserError(f"task.source must be one of {', '.join(SOURCES)}, got {source!r}")
+    if val_size is not None and val_size <= 0:
+        raise UserError(f"task.val_size must be positive (or null for the source's default), got {val_size}")
+    return DEFAULT_VAL_SIZE[source] if val_size is None else val_size

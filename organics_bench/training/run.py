@@ -11,8 +11,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from organics_bench.errors import UserError
 from organics_bench.models.base import count_trainable
+from organics_bench.models.build import build_model
 from organics_bench.plots import plot_training_curves
 from organics_bench.training.checkpoint import check_compatible, load_checkpoint, resolve_checkpoint_path
 from organics_bench.training.records import build_record, environment, git_revision, publish
@@ -41,10 +41,7 @@ def train(cfg: DictConfig) -> dict:
     task = instantiate(cfg.task, _convert_="all")
     spec = task.spec
     seed_everything(cfg.seed)
-    model = instantiate(cfg.model, d_input=spec.d_input, n_classes=spec.n_classes)
-    if getattr(model, "kind", None) != spec.kind:
-        raise UserError(f"model={model_name} handles {getattr(model, 'kind', 'unknown')} tasks, but task="
-                        f"{cfg.task.name} is a {spec.kind} task")
+    model = build_model(cfg.model, spec, model_name, cfg.task.name)
     payload = None
     if cfg.resume:
         ckpt_path = resolve_checkpoint_path(cfg.resume)
@@ -60,7 +57,8 @@ def train(cfg: DictConfig) -> dict:
     record_base = {
         "identity": identity, "n_params": count_trainable(model), "epochs_planned": settings.epochs,
         "command": command, "git": git_revision(Path(__file__).resolve().parent),
-        "task_record": {"spec": vars(spec) | {"metrics": list(spec.metrics)}, **data.record},
+        "task_record": {"spec": vars(spec) | {"metrics": list(spec.metrics), "input_shape": list(spec.input_shape)},
+                        **data.record},
         "env": environment(resolve_device(settings.device)), "config": resolved,
     }
     write_record = lambda summary: write_json_atomic(  # noqa: E731
@@ -72,6 +70,7 @@ def train(cfg: DictConfig) -> dict:
                                name=f"{cfg.experiment_name}/{model_name}/seed{cfg.seed}", group=cfg.experiment_name,
                                tags=list(cfg.logger.tags), run_id=payload.get("wandb_id") if payload else None)
     trainer = Trainer(model, data, optimizer, scheduler, settings, run_dir, cfg.seed,
+                      summarize_extra_tests=getattr(task, "summarize", None),
                       identity={"model_name": model_name, "task_name": cfg.task.name,
                                 "config_yaml": OmegaConf.to_yaml(cfg, resolve=True)},
                       wandb_sink=wandb_sink, write_record=write_record)

@@ -49,11 +49,14 @@ class Trainer:
     def __init__(self, model: nn.Module, data: TaskData, optimizer: torch.optim.Optimizer,
                  scheduler: torch.optim.lr_scheduler.LRScheduler, settings: TrainerSettings, run_dir: Path,
                  seed: int, identity: dict, wandb_sink: WandbSink | None = None,
-                 write_record: Callable[[dict], None] | None = None) -> None:
+                 write_record: Callable[[dict], None] | None = None,
+                 summarize_extra_tests: Callable[[dict[str, float]], dict] | None = None) -> None:
         self.model, self.optimizer, self.scheduler, self.settings = model, optimizer, scheduler, settings
         self.device = torch.device(resolve_device(settings.device))
         self.model.to(self.device)
         self.train, self.val, self.test = (self._to_device(s) for s in (data.train, data.val, data.test))
+        self.extra_tests = {name: self._to_device(split) for name, split in data.extra_tests.items()}
+        self.summarize_extra_tests = summarize_extra_tests
         self.seed, self.identity, self.wandb = seed, identity, wandb_sink
         self.write_record = write_record or (lambda record: None)
         self.ckpt_dir = run_dir / "checkpoints"
@@ -66,6 +69,7 @@ class Trainer:
         self.best_val_acc, self.best_epoch, self.best_state = -math.inf, None, None
         self.status, self.diverged_at = "running", None
         self.test_metrics: dict = {}
+        self.extra_test_acc: dict[str, float] = {}
         self.wall_time = 0.0
 
     # ----- public ---------------------------------------------------------------------------------
@@ -121,6 +125,7 @@ class Trainer:
                 "final_train/loss": last.get("train_loss"),
                 "final_val/acc": last.get("val_acc"),
             },
+            **self._extra_test_summary(),
             "grad_norm": {
                 "max": finite.max().item() if len(finite) else None,
                 "p99": finite.quantile(0.99).item() if len(finite) else None,
@@ -181,8 +186,7 @@ class Trainer:
                    dynamic_ncols=True, disable=not self.settings.progress_bar)
         for index in bar:
             x, y = self.train.x[index], self.train.y[index]
-            logits = self.model(x)
-            loss = F.cross_entropy(logits, y)
+            loss, logits = self.model.loss(x, y)
             loss_value = loss.item()
             if not math.isfinite(loss_value):
                 self.diverged_at = {"epoch": self.epoch + 1, "step": self.global_step + 1, "loss": str(loss_value)}
@@ -243,8 +247,20 @@ class Trainer:
             self.model.load_state_dict(self.best_state)
             loss, acc = self.evaluate(self.test)
             self.test_metrics.update({"test/loss": loss, "test/acc": acc})
+            for name, split in self.extra_tests.items():
+                self.extra_test_acc[name] = self.evaluate(split)[1]
             if self.wandb:
-                self.wandb.log({"test/acc": acc, "test/loss": loss}, step=self.global_step)
+                self.wandb.log({"test/acc": acc, "test/loss": loss}
+                               | {f"test/{name}/acc": v for name, v in self.extra_test_acc.items()},
+                               step=self.global_step)
+
+    def _extra_test_summary(self) -> dict:
+        if not self.extra_test_acc:
+            return {}
+        summary = {"extra_tests": dict(self.extra_test_acc)}
+        if self.summarize_extra_tests:
+            summary["extra_tests"] = self.summarize_extra_tests(self.extra_test_acc)
+        return summary
 
     @torch.no_grad()
     def _spectral_radius(self) -> float | None:

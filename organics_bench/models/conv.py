@@ -1,0 +1,80 @@
+"""Convolutional classifiers for static images: a divisive-normalization (ORGaNICs) stack and a plain CNN.
+
+Each ORGaNICs layer is the closed-form steady state of the circuit with W_r = I (SPEC.md section 1.2), applied
+per channel and position, with normalization pooled over channels (W = exp(L) >= 0) and a 3x3 neighbourhood:
+
+    z = conv_z(x),  b = sigmoid(conv_b(x)),  b0 = sigmoid(beta)
+    a = (sigma b0)^2 + avgpool3x3(W (b z)^2) + eps,  y = b z / sqrt(a),  output = [y]+^2
+
+(the official code's unused `fixed_point/conv.py` layer, SPEC.md section 3.5, with its frozen all-ones W learned).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from organics_bench.models.base import StaticModel
+
+EPS = 1e-10
+
+
+class ConvOrganicsLayer(nn.Module):
+    """One convolutional divisive-normalization layer at its steady state; returns firing rates [y]+^2."""
+
+    def __init__(self, in_channels: int, out_channels: int, sigma: float = 1.0) -> None:
+        super().__init__()
+        self.conv_z = nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False)
+        self.conv_b = nn.Conv2d(in_channels, out_channels, 3, padding=1)
+        self.beta = nn.Parameter(torch.zeros(out_channels))
+        log_w = torch.empty(out_channels, out_channels).uniform_(-1.0, 0.0)
+        log_w.fill_diagonal_(0.0)
+        self.log_W = nn.Parameter(log_w)
+        self.register_buffer("sigma", torch.tensor(sigma))
+
+    def steady_state(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(y, a) at the normalization fixed point."""
+        drive = torch.sigmoid(self.conv_b(x)) * self.conv_z(x)
+        pooled = F.conv2d(drive.square(), torch.exp(self.log_W)[:, :, None, None])
+        pooled = F.avg_pool2d(pooled, 3, stride=1, padding=1, count_include_pad=False)
+        a = (self.sigma * torch.sigmoid(self.beta)).square()[None, :, None, None] + pooled + EPS
+        return drive / torch.sqrt(a), a
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.steady_state(x)[0]).square()
+
+
+class _ConvStack(StaticModel):
+    """Conv blocks, each followed by 2x2 max-pooling, then a linear readout."""
+
+    def __init__(self, blocks: list[nn.Module], input_shape: tuple[int, ...], n_classes: int) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList(blocks)
+        with torch.no_grad():
+            features = self.features(torch.zeros(1, *input_shape)).shape[1]
+        self.readout_layer = nn.Linear(features, n_classes)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        for block in self.blocks:
+            x = F.max_pool2d(block(x), 2)
+        return x.flatten(1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.readout_layer(self.features(x))
+
+
+class ConvOrganics(_ConvStack):
+    """A stack of convolutional ORGaNICs layers (channels per layer) with a linear readout."""
+
+    def __init__(self, input_shape: tuple[int, ...], n_classes: int, channels: list[int] = (32, 64, 128)) -> None:
+        widths = [input_shape[0], *channels]
+        super().__init__([ConvOrganicsLayer(i, o) for i, o in zip(widths, widths[1:])], input_shape, n_classes)
+
+
+class CNN(_ConvStack):
+    """The reference: conv 3x3 + ReLU blocks of the same depth, widths chosen for a comparable parameter count."""
+
+    def __init__(self, input_shape: tuple[int, ...], n_classes: int, channels: list[int] = (48, 96, 176)) -> None:
+        widths = [input_shape[0], *channels]
+        blocks = [nn.Sequential(nn.Conv2d(i, o, 3, padding=1), nn.ReLU()) for i, o in zip(widths, widths[1:])]
+        super().__init__(blocks, input_shape, n_classes)
