@@ -1,0 +1,192 @@
+"""ORGaNICs fixed-point classifier for static inputs (paper Table 1; SPEC.md sections 3.1-3.3).
+
+Each layer is the steady state of the main ORGaNICs model (SPEC.md section 1.1), time in units of tau:
+
+    dy/dt = -y + b*z + (1 - sqrt[a]+) * W_r y
+    da/dt = -a + (b0 sigma)^2 + W (y^2 * [a]+)
+
+driven by z = W_zx x / ||W_zx x|| (unit norm per sample) and the input gain b = sigmoid(W_bx x); b0 = sigmoid(.)
+is learned per neuron, sigma = 1 is fixed and W = exp(L) >= 0. The layer passes its firing rate [y_s]+^2 to the
+next layer or to a linear readout. The steady state (y_s, a_s) is:
+
+    W_r = I       closed form  a_s = (sigma b0)^2 + W (b z)^2 + eps,  y_s = b z / sqrt(a_s)
+    W_r bounded   Algorithm 1  (K iterations, gradients through all of them):
+                  a_0 = (sigma b0)^2 + W (W_r b z)^2 + eps,  y_0 = W_r b z / sqrt(a_0)
+                  y_k = solve(I - diag(1 - sqrt(a_{k-1})) W_r, b z)
+                  a_k = (sigma b0)^2 + W (y_k^2 * a_{k-1}) + eps
+
+with W_r / sigma_max(W_r) (largest singular value exactly 1) as the learned recurrence. `official_diag_a`
+puts diag(a) where Algorithm 1 has diag(sqrt(a)), as the official code does (SPEC.md section 7 item 4); its
+result is then not a fixed point of the ODE.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from organics_bench.models.autoencoder import AutoencodedClassifier
+
+RECURRENCES = ("identity", "bounded")
+EPS = 1e-10
+
+
+def vector_field(y: torch.Tensor, a: torch.Tensor, drive: torch.Tensor, floor: torch.Tensor, W: torch.Tensor,
+                 W_r: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(dy/dt, da/dt) of the main model with tau = 1; drive = b*z, floor = (b0 sigma)^2, W_r None means I."""
+    a_pos = F.relu(a)
+    recurrent = y if W_r is None else y @ W_r.T
+    dy = -y + drive + (1.0 - torch.sqrt(a_pos)) * recurrent
+    da = -a + floor + (y.square() * a_pos) @ W.T
+    return dy, da
+
+
+def closed_form_fixed_point(drive: torch.Tensor, floor: torch.Tensor, W: torch.Tensor,
+                            eps: float = EPS) -> tuple[torch.Tensor, torch.Tensor]:
+    """(y_s, a_s) for W_r = I: divisive normalization."""
+    a = floor + drive.square() @ W.T + eps
+    return drive / torch.sqrt(a), a
+
+
+def iterative_fixed_point(drive: torch.Tensor, floor: torch.Tensor, W: torch.Tensor, W_r: torch.Tensor,
+                          iterations: int, official_diag_a: bool = False,
+                          eps: float = EPS) -> tuple[torch.Tensor, torch.Tensor]:
+    """(y_K, a_K) of Algorithm 1 for a recurrence W_r with largest singular value 1 (module docstring)."""
+    start = drive @ W_r.T
+    a = floor + start.square() @ W.T + eps
+    y = start / torch.sqrt(a)
+    eye = torch.eye(W_r.shape[0], dtype=W_r.dtype, device=W_r.device)
+    for _ in range(iterations):
+        gain = a if official_diag_a else torch.sqrt(a)
+        system = eye - (1.0 - gain).unsqueeze(-1) * W_r  # I - diag(1 - gain) W_r, one matrix per sample
+        y = torch.linalg.solve(system, drive.unsqueeze(-1)).squeeze(-1)
+        a = floor + (y.square() * a) @ W.T + eps
+    return y, a
+
+
+class LayerSteadyState(NamedTuple):
+    """One layer at its fixed point, per sample: its input x, drive b*z, state [y_s, a_s] and ODE residual."""
+
+    x: torch.Tensor
+    drive: torch.Tensor
+    state: torch.Tensor
+    residual: torch.Tensor
+
+
+class FixedPointLayer(nn.Module):
+    """One ORGaNICs fixed-point layer (SPEC.md section 3.2): input (batch, d_input) -> rates (batch, n_units)."""
+
+    def __init__(self, d_input: int, n_units: int, recurrence: str = "identity", iterations: int = 10,
+                 official_diag_a: bool = False, sigma: float = 1.0, eps: float = EPS) -> None:
+        super().__init__()
+        if recurrence not in RECURRENCES:
+            raise ValueError(f"recurrence must be one of {RECURRENCES}, got {recurrence!r}")
+        if official_diag_a and recurrence == "identity":
+            raise ValueError("official_diag_a changes Algorithm 1, which only recurrence='bounded' uses")
+        self.n_units, self.recurrence, self.iterations = n_units, recurrence, iterations
+        self.official_diag_a, self.eps = official_diag_a, eps
+        self.W_zx = nn.Parameter(nn.init.kaiming_uniform_(torch.empty(n_units, d_input), a=math.sqrt(5)))
+        self.W_bx = nn.Parameter(torch.randn(n_units, d_input))  # the reference code's effective init (SPEC 7.5)
+        self.b0_logit = nn.Parameter(torch.zeros(n_units))
+        log_w = torch.empty(n_units, n_units).uniform_(-1.0, 0.0)
+        log_w.fill_diagonal_(0.0)
+        self.log_W = nn.Parameter(log_w)
+        if recurrence == "bounded":
+            self.W_r = nn.Parameter(torch.eye(n_units))
+        self.register_buffer("sigma", torch.tensor(sigma))
+
+    def normalization_matrix(self) -> torch.Tensor:
+        """W = exp(L) >= 0."""
+        return torch.exp(self.log_W)
+
+    def recurrent_matrix(self) -> torch.Tensor | None:
+        """W_r / sigma_max(W_r), or None for W_r = I."""
+        if self.recurrence == "identity":
+            return None
+        return self.W_r / torch.linalg.matrix_norm(self.W_r, ord=2)
+
+    def floor(self) -> torch.Tensor:
+        """(sigma b0)^2, the constant term of the a equation."""
+        return (self.sigma * torch.sigmoid(self.b0_logit)).square()
+
+    def drive(self, x: torch.Tensor) -> torch.Tensor:
+        """b*z with z = W_zx x / ||W_zx x|| and b = sigmoid(W_bx x)."""
+        z = x @ self.W_zx.T
+        z = z / z.norm(dim=-1, keepdim=True)
+        return torch.sigmoid(x @ self.W_bx.T) * z
+
+    def solve(self, drive: torch.Tensor) -> torch.Tensor:
+        """The steady state [y_s, a_s] (batch, 2 n_units) for a drive b*z."""
+        W_r = self.recurrent_matrix()
+        if W_r is None:
+            y, a = closed_form_fixed_point(drive, self.floor(), self.normalization_matrix(), self.eps)
+        else:
+            y, a = iterative_fixed_point(drive, self.floor(), self.normalization_matrix(), W_r, self.iterations,
+                                         self.official_diag_a, self.eps)
+        return torch.cat([y, a], -1)
+
+    def vector_field(self, state: torch.Tensor, drive: torch.Tensor) -> torch.Tensor:
+        """d[y, a]/dt of the main model (tau_y = tau_a = 1) at state [y, a] under a drive b*z."""
+        y, a = state.split(self.n_units, -1)
+        dy, da = vector_field(y, a, drive, self.floor(), self.normalization_matrix(), self.recurrent_matrix())
+        return torch.cat([dy, da], -1)
+
+    def rates(self, state: torch.Tensor) -> torch.Tensor:
+        """Firing rate [y]+^2 of the principal neurons."""
+        return F.relu(state[..., : self.n_units]).square()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.rates(self.solve(self.drive(x)))
+
+
+class OrganicsStatic(AutoencodedClassifier):
+    """Autoencoder code -> ORGaNICs fixed-point layers -> Linear readout of the last layer's [y_s]+^2.
+
+    Args:
+        d_input: flattened input size. n_classes: output classes.
+        layers: units per ORGaNICs layer ("50:50" in Table 1 is layers=[50]; the two-layer row is [120, 60]).
+        recurrence: "identity" (W_r = I, closed form) or "bounded" (learned W_r / sigma_max(W_r), init I,
+            Algorithm 1), for every layer.
+        iterations: K, Algorithm 1's iterations (recurrence="bounded" only).
+        official_diag_a: Algorithm 1 with diag(a) instead of diag(sqrt(a)), as the official code (not a true
+            fixed point; off by default).
+        code_size: the autoencoder's code size, the first layer's input.
+    """
+
+    def __init__(self, d_input: int, n_classes: int, layers: Sequence[int] = (50,), recurrence: str = "identity",
+                 iterations: int = 10, official_diag_a: bool = False, code_size: int = 40) -> None:
+        super().__init__(d_input, code_size)
+        sizes = [code_size, *layers]
+        self.layers = nn.ModuleList(
+            FixedPointLayer(m, n, recurrence, iterations, official_diag_a) for m, n in zip(sizes, sizes[1:]))
+        self.readout_layer = nn.Linear(sizes[-1], n_classes)
+
+    def classify(self, code: torch.Tensor) -> torch.Tensor:
+        for layer in self.layers:
+            code = layer(code)
+        return self.readout_layer(code)
+
+    def layer_steady_states(self, x: torch.Tensor) -> list[LayerSteadyState]:
+        """Every layer's fixed point for inputs x, first layer first."""
+        found, h = [], self.encode(x)
+        for layer in self.layers:
+            drive = layer.drive(h)
+            state = layer.solve(drive)
+            found.append(LayerSteadyState(h, drive, state, layer.vector_field(state, drive).norm(dim=-1)))
+            h = layer.rates(state)
+        return found
+
+    def steady_state(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(state, residual) of the whole cascade: [y_1, a_1, y_2, a_2, ...] (batch, 2 sum(layers)) and the norm of
+        its vector field there (batch,). Per-layer pieces: `layer_steady_states`."""
+        found = self.layer_steady_states(x)
+        residual = torch.stack([f.residual for f in found], -1).norm(dim=-1)
+        return torch.cat([f.state for f in found], -1), residual
+
+    def recurrent_matrix(self) -> torch.Tensor | None:
+        """The first layer's effective W_r (None for W_r = I)."""
+        return self.layers[0].recurrent_matrix()

@@ -1,0 +1,174 @@
+"""Stabilized supralinear network (SSN) baselines (ANCHORS.md section 2.1), in voltage form:
+
+    tau_i du_i/dt = -u_i + sum_j W_ij r_j + h_i,     r = k [u]+^n   (n = 2)
+
+with n_E excitatory then n_I inhibitory neurons, tau = tau_E or tau_I per population, and Dale's law on the
+columns, W_ij = s_j softplus(theta_ij) with s_j = +1 for an E and -1 for an I presynaptic neuron. One explicit
+Euler step of length dt is u <- u + (dt/tau) (-u + W r(u) + h).
+
+The voltage form is the one the MNIST-trained SSN uses (Soo & Lengyel 2022, `wmws2/deeplearningSSN`). Its fixed
+points map one to one onto those of the rate form tau dr/dt = -r + k [W r + h]+^n (r = k[u]+^n), and the input
+enters linearly, so the state needs no positivity constraint.
+
+Nothing clamps u and no code path guards against non-finite values: a network driven past its stability limit
+diverges to inf/NaN and the trainer records it as diverged.
+
+At init W_ij = J_XY / N_Y * U(0.5, 1.5) for postsynaptic population X and presynaptic Y, with the two-population
+SSN's J_EE = 1.25, J_EI = 0.65, J_IE = 1.2, J_II = 0.5 (Ahmadian et al. 2013; Hennequin et al. 2018, recalled)
+and k = 0.04: a network that settles for drives of order 10 and stays stable far beyond. The input weights start
+at U(-1, 1) * input_scale / sqrt(d_input) with bias input_scale, so that h is of that order too.
+
+Time steps: the static SSN uses tau_E = 20 ms, tau_I = 10 ms and dt = 2 ms (dt/tau = 0.1, 0.2), so its 200 steps
+are the 0.4 s of settling that Soo & Lengyel simulate; the sequence SSN takes dt/tau_E = 0.02 (the largest
+dt/tau_y of the paper-era ORGaNICs runs) and tau_I = tau_E / 2.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from organics_bench.models.autoencoder import AutoencodedClassifier
+from organics_bench.models.base import DynamicalModel
+
+COUPLING = {"EE": 1.25, "EI": 0.65, "IE": 1.2, "II": 0.5}  # |J_post,pre| of the two-population SSN
+JITTER = 0.5
+
+
+def ssn_rates(u: torch.Tensor, k: float, power: float) -> torch.Tensor:
+    """r = k [u]+^n."""
+    return k * F.relu(u).pow(power)
+
+
+def ssn_drift(u: torch.Tensor, h: torch.Tensor, W: torch.Tensor, k: float, power: float) -> torch.Tensor:
+    """tau du/dt = -u + W r(u) + h, the SSN vector field times tau."""
+    return -u + ssn_rates(u, k, power) @ W.T + h
+
+
+class SSNCircuit(nn.Module):
+    """The E-I network: Dale's-law weights, per-population dt/tau, rate nonlinearity and input projection."""
+
+    def __init__(self, d_input: int, n_excitatory: int, n_inhibitory: int, k: float, power: float,
+                 dt_tau_e: float, dt_tau_i: float, input_scale: float) -> None:
+        super().__init__()
+        n_e, n_i = n_excitatory, n_inhibitory
+        self.n_excitatory, self.k, self.power = n_e, k, power
+        is_e = torch.cat([torch.ones(n_e, dtype=torch.bool), torch.zeros(n_i, dtype=torch.bool)])
+        sizes = {"E": n_e, "I": n_i}
+        magnitude = torch.cat([torch.cat([
+            COUPLING[post + pre] / sizes[pre] * (1 + JITTER * (2 * torch.rand(sizes[post], sizes[pre]) - 1))
+            for pre in "EI"], 1) for post in "EI"])
+        self.raw_weights = nn.Parameter(magnitude + torch.log(-torch.expm1(-magnitude)))  # softplus^-1
+        self.register_buffer("sign", torch.where(is_e, 1.0, -1.0))
+        self.register_buffer("dt_tau", torch.where(is_e, dt_tau_e, dt_tau_i))
+        self.input = nn.Linear(d_input, n_e + n_i)
+        with torch.no_grad():
+            self.input.weight.uniform_(-1.0, 1.0).mul_(input_scale / math.sqrt(d_input))
+            self.input.bias.fill_(input_scale)
+
+    @property
+    def size(self) -> int:
+        return self.sign.numel()
+
+    def weights(self) -> torch.Tensor:
+        """W = softplus(theta) * s: columns of E neurons >= 0, of I neurons <= 0."""
+        return F.softplus(self.raw_weights) * self.sign
+
+    def drift(self, u: torch.Tensor, h: torch.Tensor, W: torch.Tensor | None = None) -> torch.Tensor:
+        """tau du/dt at voltages u (batch, n) and drive h."""
+        return ssn_drift(u, h, self.weights() if W is None else W, self.k, self.power)
+
+    def step(self, u: torch.Tensor, h: torch.Tensor, W: torch.Tensor | None = None) -> torch.Tensor:
+        """One Euler step: u + dt/tau * (-u + W r(u) + h)."""
+        return u + self.dt_tau * self.drift(u, h, W)
+
+    def excitatory_rates(self, u: torch.Tensor) -> torch.Tensor:
+        """Rates k [u_E]+^n of the E neurons, what the readouts see."""
+        return ssn_rates(u[..., : self.n_excitatory], self.k, self.power)
+
+
+class _ReadsExcitatoryRates:
+    """What both SSN classifiers share: a linear readout of the E rates and the signed W as recurrent matrix."""
+
+    circuit: SSNCircuit
+    readout_layer: nn.Linear
+
+    def rate_readout(self, u: torch.Tensor) -> torch.Tensor:
+        """Logits from the E rates at voltages u."""
+        return self.readout_layer(self.circuit.excitatory_rates(u))
+
+    def recurrent_matrix(self) -> torch.Tensor:
+        """The signed recurrent weights W."""
+        return self.circuit.weights()
+
+
+class SSN(_ReadsExcitatoryRates, DynamicalModel):
+    """Sequence SSN: h_t = W_in x_t + bias drives the network one Euler step per input step from u = 0; the
+    readout is linear in the E rates. The state is u (batch, n_E + n_I); `vector_field` is in units of one step.
+
+    Args: d_input, n_classes; n_excitatory, n_inhibitory; k, power (rates k[u]+^power); dt_tau_e, dt_tau_i (dt/tau
+    per population, fixed); input_scale (size of the input drive at init).
+    """
+
+    def __init__(self, d_input: int, n_classes: int, n_excitatory: int = 128, n_inhibitory: int = 128,
+                 k: float = 0.04, power: float = 2.0, dt_tau_e: float = 0.02, dt_tau_i: float = 0.04,
+                 input_scale: float = 10.0) -> None:
+        super().__init__()
+        self.circuit = SSNCircuit(d_input, n_excitatory, n_inhibitory, k, power, dt_tau_e, dt_tau_i, input_scale)
+        self.readout_layer = nn.Linear(n_excitatory, n_classes)
+
+    def initial_state(self, batch: int) -> torch.Tensor:
+        return self.circuit.dt_tau.new_zeros(batch, self.circuit.size)
+
+    def vector_field(self, state: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """d u / dt in units of one step, so that step = state + this."""
+        return self.circuit.dt_tau * self.circuit.drift(state, self.circuit.input(x))
+
+    def step(self, x_t: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
+        return self.circuit.step(state, self.circuit.input(x_t))
+
+    def readout(self, state: torch.Tensor) -> torch.Tensor:
+        return self.rate_readout(state)
+
+    def run_steps(self, x: torch.Tensor) -> torch.Tensor:
+        """The `step` loop with the weights formed and all input drives projected once."""
+        W, drives = self.circuit.weights(), self.circuit.input(x)
+        state = self.initial_state(x.shape[0])
+        for t in range(x.shape[1]):
+            state = self.circuit.step(state, drives[:, t], W)
+        return state
+
+
+class SSNStatic(_ReadsExcitatoryRates, AutoencodedClassifier):
+    """Static SSN (Table 1): autoencoder code c, constant drive h = W_in c + bias to E and I, `steps` Euler steps
+    from u = 0, linear readout of the E rates at the last step.
+
+    Args: d_input, n_classes; n_excitatory, n_inhibitory; steps; k, power; dt_tau_e, dt_tau_i; input_scale;
+    code_size (the autoencoder's code).
+    """
+
+    def __init__(self, d_input: int, n_classes: int, n_excitatory: int = 50, n_inhibitory: int = 50,
+                 steps: int = 200, k: float = 0.04, power: float = 2.0, dt_tau_e: float = 0.1,
+                 dt_tau_i: float = 0.2, input_scale: float = 10.0, code_size: int = 40) -> None:
+        super().__init__(d_input, code_size)
+        self.steps = steps
+        self.circuit = SSNCircuit(code_size, n_excitatory, n_inhibitory, k, power, dt_tau_e, dt_tau_i, input_scale)
+        self.readout_layer = nn.Linear(n_excitatory, n_classes)
+
+    def settle(self, code: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(u after `steps` Euler steps from 0, drive h, weights W) for a code (batch, code_size)."""
+        W, h = self.circuit.weights(), self.circuit.input(code)
+        u = torch.zeros_like(h)
+        for _ in range(self.steps):
+            u = self.circuit.step(u, h, W)
+        return u, h, W
+
+    def classify(self, code: torch.Tensor) -> torch.Tensor:
+        return self.rate_readout(self.settle(code)[0])
+
+    def steady_state(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(u at the last step (batch, n_E + n_I), ||tau du/dt|| there (batch,))."""
+        u, h, W = self.settle(self.encode(x))
+        return u, self.circuit.drift(u, h, W).norm(dim=-1)
