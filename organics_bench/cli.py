@@ -20,7 +20,7 @@ from omegaconf import DictConfig
 
 from organics_bench.errors import UserError
 
-CHOICE_GROUPS = ("model", "task", "trainer", "optimizer", "scheduler", "logger", "paths", "debug")
+CHOICE_GROUPS = ("model", "task", "trainer", "optimizer", "scheduler", "logger", "paths", "debug", "diagnostics")
 POSITIVE_KEYS = ("model.hidden_size", "optimizer.lr", "trainer.batch_size", "trainer.eval_batch_size",
                  "trainer.epochs")
 

@@ -28,6 +28,11 @@ def plot_training_curves(runs: dict[str, list[dict]], path: Path, title: str = "
         ax.legend()
     if title:
         fig.suptitle(title)
+    return save_figure(fig, path)
+
+
+def save_figure(fig: plt.Figure, path: Path) -> Path:
+    """Save atomically as PNG and close the figure."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.stem + ".tmp" + path.suffix)
     fig.savefig(tmp, dpi=120)

@@ -11,6 +11,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from organics_bench.diagnostics.runner import Diagnostics, DiagnosticsSettings
 from organics_bench.models.base import count_trainable
 from organics_bench.models.build import build_model
 from organics_bench.plots import plot_training_curves
@@ -69,7 +70,11 @@ def train(cfg: DictConfig) -> dict:
         wandb_sink = WandbSink(mode=cfg.logger.mode, project=cfg.logger.project, run_dir=run_dir, config=resolved,
                                name=f"{cfg.experiment_name}/{model_name}/seed{cfg.seed}", group=cfg.experiment_name,
                                tags=list(cfg.logger.tags), run_id=payload.get("wandb_id") if payload else None)
-    trainer = Trainer(model, data, optimizer, scheduler, settings, run_dir, cfg.seed,
+    diagnostics = None
+    diagnostic_settings = DiagnosticsSettings(**OmegaConf.to_container(cfg.diagnostics, resolve=True))
+    if diagnostic_settings.enabled and Diagnostics.applies_to(model):
+        diagnostics = Diagnostics(diagnostic_settings, run_dir, data.val, wandb_sink)
+    trainer = Trainer(model, data, optimizer, scheduler, settings, run_dir, cfg.seed, diagnostics=diagnostics,
                       summarize_extra_tests=getattr(task, "summarize", None),
                       identity={"model_name": model_name, "task_name": cfg.task.name,
                                 "config_yaml": OmegaConf.to_yaml(cfg, resolve=True)},

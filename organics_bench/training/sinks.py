@@ -70,5 +70,21 @@ class WandbSink:
     def log(self, scalars: dict[str, float], step: int) -> None:
         self.run.log({k: v for k, v in scalars.items() if v is not None}, step=step)
 
+    def log_spectrum(self, spectra: dict, step: int) -> None:
+        """Histogram of the per-input stability statistic and a scatter of the first input's eigenvalues."""
+        import numpy as np
+        import wandb
+
+        entries = spectra["layers"] if spectra["kind"] == "steady_state" else spectra["times"]
+        values = np.array([v for entry in entries for v in entry["per_input"]], dtype=float)
+        values = values[np.isfinite(values)]  # np.histogram raises on non-finite values
+        last = entries[-1]["eigenvalues"] or {"re": [], "im": []}
+        points = [[re, im] for re, im in zip(last["re"], last["im"]) if math.isfinite(re) and math.isfinite(im)]
+        payload = {"spectral/eigenvalues": wandb.plot.scatter(wandb.Table(columns=["re", "im"], data=points),
+                                                              "re", "im", title="eigenvalues (last probe time)")}
+        if len(values):
+            payload["spectral/statistic_hist"] = wandb.Histogram(np_histogram=np.histogram(values, bins=32))
+        self.run.log(payload, step=step)
+
     def finish(self, exit_code: int) -> None:
         self.run.finish(exit_code=exit_code)

@@ -18,6 +18,7 @@ from torch import nn
 from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
+from organics_bench.diagnostics.runner import Diagnostics
 from organics_bench.tasks.base import Split, TaskData
 from organics_bench.training.checkpoint import save_checkpoint
 from organics_bench.training.sinks import CsvLog, WandbSink
@@ -50,13 +51,15 @@ class Trainer:
                  scheduler: torch.optim.lr_scheduler.LRScheduler, settings: TrainerSettings, run_dir: Path,
                  seed: int, identity: dict, wandb_sink: WandbSink | None = None,
                  write_record: Callable[[dict], None] | None = None,
-                 summarize_extra_tests: Callable[[dict[str, float]], dict] | None = None) -> None:
+                 summarize_extra_tests: Callable[[dict[str, float]], dict] | None = None,
+                 diagnostics: Diagnostics | None = None) -> None:
         self.model, self.optimizer, self.scheduler, self.settings = model, optimizer, scheduler, settings
         self.device = torch.device(resolve_device(settings.device))
         self.model.to(self.device)
         self.train, self.val, self.test = (self._to_device(s) for s in (data.train, data.val, data.test))
         self.extra_tests = {name: self._to_device(split) for name, split in data.extra_tests.items()}
         self.summarize_extra_tests = summarize_extra_tests
+        self.diagnostics = diagnostics
         self.seed, self.identity, self.wandb = seed, identity, wandb_sink
         self.write_record = write_record or (lambda record: None)
         self.ckpt_dir = run_dir / "checkpoints"
@@ -91,8 +94,14 @@ class Trainer:
         """Train until `settings.epochs`; returns the run summary (also passed to `write_record` every epoch)."""
         try:
             with logging_redirect_tqdm():
+                if self.diagnostics and self.global_step == 0:
+                    self.diagnostics.measure(self.model, 0, 0)
                 while self.epoch < self.settings.epochs:
                     self._run_epoch()
+                if self.diagnostics:
+                    if not self.diagnostics.due(self.global_step):
+                        self.diagnostics.measure(self.model, self.global_step, self.epoch)
+                    self.diagnostics.finish(self.model, self.test)
             self.status = "ok"
         except Diverged as stop:
             self.status = "diverged"
@@ -196,6 +205,8 @@ class Trainer:
             grad_stats = self._gradient_stats()
             self.optimizer.step()
             self.global_step += 1
+            if self.diagnostics and self.diagnostics.due(self.global_step):
+                self.diagnostics.measure(self.model, self.global_step, self.epoch + 1)
             self.step_grad_norms.append(grad_stats["train/grad_norm"])
             grad_norm_max = max(grad_norm_max, grad_stats["train/grad_norm"])
             step_row = {"epoch": self.epoch + 1, "step": self.global_step, "train/loss": loss_value,

@@ -1,0 +1,1 @@
+"""Stability diagnostics: Jacobian spectra, gradient flow through time, trajectories."""
