@@ -4,12 +4,16 @@ PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 TORCH ?= torch==2.14.1 torchvision==0.29.1
 SEEDS ?= 0
-TABLE2 := $(subst .yaml,,$(subst conf/experiment/,,$(sort $(wildcard conf/experiment/paper/table2_*.yaml))))
+experiments = $(subst .yaml,,$(subst conf/experiment/,,$(sort $(wildcard conf/experiment/$(1)*.yaml))))
+TABLE1 := $(call experiments,paper/table1_)
+TABLE2 := $(call experiments,paper/table2_)
+THEORY := $(call experiments,theory/)
 comma := ,
 space := $(empty) $(empty)
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-fast smoke reproduce-table2 tables wandb-sync clean clean-outputs
+.PHONY: help install demo test test-fast smoke theory bench reproduce-table1 reproduce-table2 tables wandb-sync \
+	clean clean-outputs
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-18s %s\n", $$1, $$2}'
@@ -33,8 +37,15 @@ test: install ## Run the whole test suite (what CI runs)
 test-fast: install ## Tests without the slow real-data runs
 	$(PY) -m pytest -n 2 -q -m "not slow"
 
-smoke: install ## One tiny epoch of every model on every task
-	$(BIN)/organics-bench -m debug=smoke model=organics,organics_fixed_tau,lstm task=smnist,psmnist
+smoke: install ## One tiny epoch of every sequence model on sMNIST (bundled digits)
+	$(BIN)/organics-bench -m debug=smoke model=organics,organics_fixed_tau,lstm,gru,rnn,ssn task=smnist \
+		task.source=bundled task.image_size=14
+
+theory: install ## Every stability experiment of the paper: figures and JSON under results/theory/ (CPU, minutes)
+	$(BIN)/organics-bench -m experiment=$(subst $(space),$(comma),$(THEORY))
+
+reproduce-table1: install ## Paper Table 1 (static MNIST): every row, seeds $(SEEDS) (GPU recommended)
+	$(BIN)/organics-bench -m experiment=$(subst $(space),$(comma),$(TABLE1)) seed=$(SEEDS)
 
 reproduce-table2: install ## Paper Table 2 (sMNIST/psMNIST): every row, seeds $(SEEDS) (GPU hours; SEEDS=0,1,2)
 	$(BIN)/organics-bench -m experiment=$(subst $(space),$(comma),$(TABLE2)) seed=$(SEEDS)

@@ -66,9 +66,11 @@ class _ConvStack(StaticModel):
 class ConvOrganics(_ConvStack):
     """A stack of convolutional ORGaNICs layers (channels per layer) with a linear readout."""
 
-    def __init__(self, input_shape: tuple[int, ...], n_classes: int, channels: list[int] = (32, 64, 128)) -> None:
+    def __init__(self, input_shape: tuple[int, ...], n_classes: int, channels: list[int] = (32, 64, 128),
+                 sigma: float = 0.1) -> None:
         widths = [input_shape[0], *channels]
-        super().__init__([ConvOrganicsLayer(i, o) for i, o in zip(widths, widths[1:])], input_shape, n_classes)
+        layers = [ConvOrganicsLayer(i, o, sigma) for i, o in zip(widths, widths[1:])]
+        super().__init__(layers, input_shape, n_classes)
 
 
 class CNN(_ConvStack):
