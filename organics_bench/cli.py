@@ -94,9 +94,17 @@ def _check_writable(directory: Path) -> None:
 
 
 def run_theory(cfg: DictConfig) -> dict:
-    """A theory experiment: its module writes <name>.json and <name>.png, copied to results/theory/<name>/."""
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    """A theory experiment: its module writes <name>.json and <name>.png, copied to results/theory/<name>/ with a
+    provenance.json (command, seed, git revision, hardware)."""
+    from organics_bench.training.records import environment, git_revision
+    from organics_bench.training.sinks import write_json_atomic
+
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
     summary = instantiate(cfg.theory, out_dir=run_dir, smoke=cfg.smoke, seed=cfg.seed)
+    write_json_atomic({"command": " ".join(["organics-bench", *hydra_cfg.overrides.task]), "seed": cfg.seed,
+                       "git_revision": git_revision(Path(__file__).resolve().parent), "env": environment("cpu")},
+                      run_dir / "provenance.json")
     if cfg.paths.results_dir:
         target = Path(cfg.paths.results_dir) / "theory" / cfg.experiment_name.removeprefix("theory_")
         target.mkdir(parents=True, exist_ok=True)

@@ -55,11 +55,13 @@ def build_record(*, identity: dict, summary: dict, n_params: int, epochs_planned
 
 
 def publish(run_dir: Path, results_dir: Path, experiment: str, model: str, seed: int) -> Path:
-    """Copy a finished run's metrics.json and history.csv to results/runs/<experiment>/<model>/seed<k>.*."""
+    """Copy a finished run's metrics.json, history.csv and figures to results/runs/<experiment>/<model>/seed<k>*."""
     target = results_dir / "runs" / experiment / model
     target.mkdir(parents=True, exist_ok=True)
-    for source, suffix in (("metrics.json", ".json"), ("history.csv", ".history.csv")):
-        tmp = target / f"seed{seed}{suffix}.tmp"
-        shutil.copyfile(run_dir / source, tmp)
-        tmp.replace(target / f"seed{seed}{suffix}")
+    copies = [(run_dir / "metrics.json", f"seed{seed}.json"), (run_dir / "history.csv", f"seed{seed}.history.csv")]
+    copies += [(figure, f"seed{seed}.{figure.name}") for figure in sorted((run_dir / "figures").glob("*.png"))]
+    for source, name in copies:
+        tmp = target / f"{name}.tmp"
+        shutil.copyfile(source, tmp)
+        tmp.replace(target / name)
     return target / f"seed{seed}.json"
