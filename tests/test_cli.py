@@ -74,7 +74,7 @@ def test_damaged_checkpoint_is_one_line(tmp_path):
 
 def test_multirun_sweeps_two_models(tmp_path):
     result = run_cli("-m", "debug=smoke", "model=organics,lstm", "task=smnist", "task.source=bundled",
-                     "task.image_size=14", cwd=tmp_path)
+                     "task.image_size=14", "diagnostics=none", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     (sweep,) = (tmp_path / "outputs" / "multiruns" / "smnist").iterdir()
     records = sorted(read_metrics(d)["model"] for d in sweep.iterdir() if (d / "metrics.json").exists())

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import run_cli
+from tests.helpers import run_cli, smoke_overrides
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -36,7 +36,7 @@ def test_built_wheel_carries_configs_and_data_and_runs(tmp_path):
     where = subprocess.run([sys.executable, "-c", "import organics_bench; print(organics_bench.__file__)"],
                            cwd=tmp_path, env=env, capture_output=True, text=True)
     assert where.stdout.startswith(str(target)), where.stdout + where.stderr  # the wheel, not the checkout
-    run = subprocess.run([str(target / "bin" / "organics-bench"), "debug=smoke", "model=lstm", "task=psmnist",
+    run = subprocess.run([str(target / "bin" / "organics-bench"), *smoke_overrides("lstm", "psmnist", tmp_path),
                           f"hydra.run.dir={tmp_path / 'run'}"], cwd=tmp_path, env=env, capture_output=True,
                          text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-2000:]

@@ -15,7 +15,8 @@ def history(run_dir):
 
 @pytest.fixture
 def smoke(tmp_path):
-    return smoke_overrides("organics", "smnist", tmp_path / "data")
+    """A tiny ORGaNICs run on bundled digits; the dynamics diagnostics have tests of their own."""
+    return [*smoke_overrides("organics", "smnist", tmp_path / "data"), "diagnostics=none"]
 
 
 def test_resume_continues_bit_for_bit(tmp_path, smoke):
@@ -74,7 +75,7 @@ def test_checkpoints_load_with_weights_only_and_records_follow_the_schema(tmp_pa
 def test_checkpoint_from_another_model_is_refused(tmp_path, smoke):
     source = tmp_path / "organics_run"
     assert run_cli(*smoke, f"hydra.run.dir={source}", cwd=tmp_path).returncode == 0
-    result = run_cli(*smoke_overrides("lstm", "smnist", tmp_path / "data"), f"resume={source}",
+    result = run_cli(*smoke_overrides("lstm", "smnist", tmp_path / "data"), "diagnostics=none", f"resume={source}",
                      f"hydra.run.dir={tmp_path / 'lstm_run'}", cwd=tmp_path)
     assert result.returncode != 0
     lines = [line for line in result.stderr.splitlines() if line.strip()]

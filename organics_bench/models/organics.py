@@ -19,8 +19,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from organics_bench.models.base import DynamicalModel
+from organics_bench.models.organics_engine import organics_scan
 
 RECURRENCES = ("spectral_norm", "identity", "unconstrained")
+ENGINES = ("fused", "loop")
 
 
 class Organics(DynamicalModel):
@@ -37,6 +39,8 @@ class Organics(DynamicalModel):
         clamp_normalization: W = clamp(exp(L), 0, 1) (post-paper code) instead of the unbounded exp(L).
         learn_tau: learn dt/tau = max * sigmoid(theta) per neuron; otherwise theta = 1 is frozen.
         dt_tau_max_y, dt_tau_max_a, dt_tau_max_b: the maxima of dt/tau for y, a and both gains.
+        engine: how `run_steps` runs the sequence: "fused" (the sequence engine with its own backward through time,
+            `organics_engine`) or "loop" (autograd through a per-step loop); both match `step` to rounding.
     """
 
     def __init__(
@@ -51,10 +55,14 @@ class Organics(DynamicalModel):
         dt_tau_max_y: float = 0.02,
         dt_tau_max_a: float = 0.005,
         dt_tau_max_b: float = 0.1,
+        engine: str = "fused",
     ) -> None:
         super().__init__()
         if recurrence not in RECURRENCES:
             raise ValueError(f"recurrence must be one of {RECURRENCES}, got {recurrence!r}")
+        if engine not in ENGINES:
+            raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
+        self.engine = engine
         n, m = hidden_size, d_input
         self.hidden_size = n
         self.recurrence = recurrence
@@ -151,8 +159,14 @@ class Organics(DynamicalModel):
         return self.readout_layer(state[..., : self.hidden_size])
 
     def run_steps(self, x: torch.Tensor) -> torch.Tensor:
-        """Same numbers as the per-step loop, with the weight transforms and input projections done once."""
+        """Same numbers as the per-step loop, with the weight transforms and input projections done once; the steps
+        run in the sequence engine (`organics_engine`) unless engine="loop"."""
         mats = self._matrices()
+        if self.engine == "fused":
+            drives = self._drives(x.transpose(0, 1), mats)  # time-major
+            form = {"spectral_norm": "linear", "identity": "identity", "unconstrained": "rectified"}[self.recurrence]
+            return organics_scan(drives, self.initial_state(x.shape[0]), mats["rates"], mats["recurrent"],
+                                 mats["norm"], mats["gate"], self.sigma, form)
         drives = self._drives(x, mats)
         state = self.initial_state(x.shape[0])
         for t in range(x.shape[1]):

@@ -1,0 +1,211 @@
+"""Training throughput of ORGaNICs: the plain per-step form vs the sequence engine vs nn.LSTM at equal units.
+
+Each case times forward + backward of one batch (run the sequence, read out, sum, backward; no optimizer step) for
+  naive:  `DynamicalModel.run_steps(model, x)`, i.e. `model.step` called once per time step, autograd through it;
+  engine: `Organics.run_steps` with engine="fused" (organics_bench/models/organics_engine.py);
+  lstm:   `organics_bench.models.rnn.LSTM` (torch's nn.LSTM) with the same number of units;
+  ssn:    `organics_bench.models.ssn.SSN` (its own sequence loop) with units E and units I neurons, the SSN
+          counterpart of ORGaNICs with units y and units a neurons.
+Methods are timed in interleaved rounds in one process, after one untimed warm-up run each (it pays one-time
+costs: first touch of fresh memory, library setup); medians and min-max spread are reported. Peak BPTT memory
+is measured per case in a fresh subprocess: on CPU (Linux) the growth of the resident set over one forward +
+backward (peak RSS, VmHWM after resetting it, minus the RSS before the run), which counts every torch allocation
+(saved activations, the engine's buffers, gradients) and one-time library buffers; on CUDA,
+torch.cuda.max_memory_allocated minus the bytes allocated before the run.
+
+    python scripts/bench_throughput.py --quick          # small shape only, about a minute on a 2-core CPU
+    python scripts/bench_throughput.py                  # small shape + paper shape with 128 units
+    python scripts/bench_throughput.py --shapes small,paper64,paper128 --repeats 5 --threads 1
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+
+from organics_bench.models.base import DynamicalModel
+from organics_bench.models.organics import Organics
+from organics_bench.models.rnn import LSTM
+from organics_bench.models.ssn import SSN
+from organics_bench.training.records import environment, git_revision
+
+ROOT = Path(__file__).resolve().parents[1]
+METHODS = ("naive", "engine", "lstm", "ssn")
+MODELS = {"naive": Organics, "engine": Organics, "lstm": LSTM, "ssn": lambda d, c, n: SSN(d, c, n, n)}
+# name: (time steps, batch, units, repeats of engine and LSTM, repeats of the naive form)
+SHAPES = {
+    "small": (196, 64, 128, 5, 3),
+    "paper64": (784, 256, 64, 3, 2),
+    "paper128": (784, 256, 128, 3, 2),
+}
+
+
+def make_case(method: str, steps: int, batch: int, units: int, device: str):
+    """A zero-argument function running one forward + backward of `method` on a fixed random batch."""
+    torch.manual_seed(0)
+    model = MODELS[method](1, 10, units).to(device)
+    x = torch.rand(batch, steps, 1, device=device)
+    run = DynamicalModel.run_steps if method == "naive" else type(model).run_steps
+
+    def forward_backward() -> None:
+        model.zero_grad(set_to_none=True)
+        model.readout(run(model, x)).sum().backward()
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+
+    return forward_backward
+
+
+def time_cases(cases: dict, repeats: dict[str, int]) -> dict[str, list[float]]:
+    """Wall-clock seconds per run, methods interleaved round by round."""
+    for case in cases.values():
+        case()
+    times = {method: [] for method in cases}
+    for r in range(max(repeats.values())):
+        for method, case in cases.items():
+            if r < repeats[method]:
+                start = time.perf_counter()
+                case()
+                times[method].append(time.perf_counter() - start)
+                print(f"    {method:6s} run {r + 1}: {times[method][-1]:.3f} s", flush=True)
+    return times
+
+
+def peak_memory_mb(method: str, steps: int, batch: int, units: int, device: str) -> float:
+    """Peak memory growth (MiB) over one forward + backward, in this process (called in a fresh one)."""
+    case = make_case(method, steps, batch, units, device)
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+        before = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        case()
+        return (torch.cuda.max_memory_allocated() - before) / 2**20
+    Path("/proc/self/clear_refs").write_text("5")  # reset the peak RSS (VmHWM) to the current RSS
+    before = _status_kib("VmRSS")
+    case()
+    return (_status_kib("VmHWM") - before) / 1024
+
+
+def _status_kib(field: str) -> int:
+    """A memory field of /proc/self/status (Linux), KiB."""
+    return int(next(line for line in open("/proc/self/status") if line.startswith(field + ":")).split()[1])
+
+
+def measure_memory(method: str, shape: tuple[int, int, int], args: argparse.Namespace) -> float:
+    command = [sys.executable, __file__, "--memory-case", method, *map(str, shape), "--threads", str(args.threads),
+               "--device", args.device]
+    out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    return json.loads(out.strip().splitlines()[-1])["peak_mb"]
+
+
+def hardware(device: str) -> str:
+    if device.startswith("cuda"):
+        return torch.cuda.get_device_name(device)
+    try:
+        model = next(line for line in open("/proc/cpuinfo") if line.startswith("model name")).split(":", 1)[1]
+    except (OSError, StopIteration):
+        model = platform.processor() or platform.machine()
+    return f"{model.strip()}, {torch.get_num_threads()} threads of {os.cpu_count()} CPUs"
+
+
+def summarize(times: list[float]) -> dict:
+    return {"runs": len(times), "median_s": statistics.median(times), "min_s": min(times), "max_s": max(times),
+            "times_s": times}
+
+
+def markdown(record: dict) -> str:
+    lines = [
+        f"# Training throughput: {record['host']}",
+        "",
+        f"`{record['command']}`, git {record['git_revision']}, torch {record['env']['torch']}, "
+        f"{record['device']} ({record['hardware']}), {record['threads']} thread(s), {record['date']}.",
+        "",
+        "Forward + backward of one batch; median [min-max] seconds over the runs given. Speedup = per-step / engine;",
+        "engine/LSTM = time ratio. Peak memory: growth of the process's peak RSS over one forward + backward in a",
+        "fresh process (CPU) or peak CUDA allocation above the start (GPU), MiB.",
+        "",
+        "| T x batch x units | per-step (s) | engine (s) | nn.LSTM (s) | SSN (s) | speedup vs per-step "
+        "| engine / LSTM | peak MiB per-step / engine / LSTM / SSN |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for case in record["cases"]:
+        res = case["results"]
+        cells = [f"{r['median_s']:.3f} [{r['min_s']:.3f}-{r['max_s']:.3f}] (n={r['runs']})"
+                 for r in (res[m] for m in METHODS)]
+        memory = " / ".join(f"{res[m]['peak_mb']:.0f}" if res[m].get("peak_mb") is not None else "-" for m in METHODS)
+        lines.append(f"| {case['steps']} x {case['batch']} x {case['units']} | {' | '.join(cells)} "
+                     f"| {case['speedup_vs_naive']:.2f}x | {case['engine_over_lstm']:.2f} | {memory} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--shapes", default="small,paper128",
+                        help=f"comma-separated presets {list(SHAPES)} or T:batch:units (default: small,paper128)")
+    parser.add_argument("--quick", action="store_true", help="the small shape only, 3 runs per method")
+    parser.add_argument("--repeats", type=int, help="timed runs of the engine and the LSTM (default: per shape)")
+    parser.add_argument("--naive-repeats", type=int, help="timed runs of the per-step form (default: per shape)")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: steady on a busy CPU)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
+    parser.add_argument("--out", type=Path, default=ROOT / "results" / "bench")
+    parser.add_argument("--memory-case", nargs=4, metavar=("METHOD", "T", "BATCH", "UNITS"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    if args.memory_case:
+        method, *shape = args.memory_case
+        print(json.dumps({"peak_mb": peak_memory_mb(method, *map(int, shape), args.device)}))
+        return
+
+    names = ["small"] if args.quick else args.shapes.split(",")
+    print(f"device: {args.device} ({hardware(args.device)}), torch {torch.__version__}, {args.threads} thread(s)")
+    cases = []
+    for name in names:
+        steps, batch, units, repeats, naive_repeats = SHAPES.get(name) or (*map(int, name.split(":")), 3, 2)
+        repeats = 3 if args.quick else args.repeats or repeats
+        counts = {"naive": args.naive_repeats or min(repeats, naive_repeats), "engine": repeats, "lstm": repeats,
+                  "ssn": repeats}
+        print(f"{name}: T={steps}, batch={batch}, units={units}", flush=True)
+        runners = {m: make_case(m, steps, batch, units, args.device) for m in METHODS}
+        results = {m: summarize(t) for m, t in time_cases(runners, counts).items()}
+        if not args.no_memory:
+            for m in METHODS:
+                results[m]["peak_mb"] = measure_memory(m, (steps, batch, units), args)
+                print(f"    {m:6s} peak memory {results[m]['peak_mb']:.0f} MiB", flush=True)
+        median = {m: results[m]["median_s"] for m in METHODS}
+        cases.append({"shape": name, "steps": steps, "batch": batch, "units": units, "results": results,
+                      "speedup_vs_naive": median["naive"] / median["engine"],
+                      "engine_over_lstm": median["engine"] / median["lstm"]})
+        print(f"  speedup vs per-step {cases[-1]['speedup_vs_naive']:.2f}x, "
+              f"engine/LSTM {cases[-1]['engine_over_lstm']:.2f}", flush=True)
+
+    record = {
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "git_revision": git_revision(ROOT),
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "host": platform.node(),
+        "device": args.device,
+        "hardware": hardware(args.device),
+        "threads": args.threads,
+        "env": environment(args.device),
+        "cases": cases,
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem = args.out / record["host"]
+    Path(f"{stem}.json").write_text(json.dumps(record, indent=2) + "\n")
+    Path(f"{stem}.md").write_text(markdown(record))
+    print(markdown(record))
+    print(f"wrote {stem}.json and {stem}.md")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,112 @@
+"""The ORGaNICs sequence engine against the plain per-step `step` loop: forward, every gradient, non-finite runs."""
+import itertools
+
+import pytest
+import torch
+
+from organics_bench.models.base import DynamicalModel
+from organics_bench.models.organics import RECURRENCES, Organics
+
+VARIANTS = list(itertools.product(RECURRENCES, [False, True], [False, True], [False, True]))
+
+
+def perturbed_model(recurrence: str, rectify_input: bool, clamp: bool, learn_tau: bool, n: int = 16) -> Organics:
+    """A model moved off its init so every term matters, with fast rates and some negative y and a at t = 0."""
+    torch.manual_seed(0)
+    m = Organics(3, 10, n, recurrence=recurrence, rectify_input=rectify_input, clamp_normalization=clamp,
+                 learn_tau=learn_tau)
+    with torch.no_grad():
+        for p in m.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+        m.theta.add_(2.0)  # dt/tau near its maximum: the state moves a lot in few steps
+        m.state0[: 2 * n : 3] -= 0.6  # negative y and a exercise the rectifications
+    return m
+
+
+def run_and_grad(m: Organics, x: torch.Tensor, per_step: bool) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """Final state, loss and the gradient of every parameter that gets one, for one path through the sequence."""
+    m.zero_grad()
+    state = DynamicalModel.run_steps(m, x) if per_step else m.run_steps(x)
+    loss = (m.readout(state).logsumexp(-1) + 0.1 * state.square().sum(-1)).sum()  # every state component matters
+    loss.backward()
+    return state.detach(), loss.detach(), {k: p.grad.clone() for k, p in m.named_parameters() if p.grad is not None}
+
+
+def assert_relative(got: torch.Tensor, expected: torch.Tensor, name: str, tol: float = 1e-5) -> None:
+    """Equal to `tol` relative: elementwise rtol, with atol scaled by the tensor's largest entry."""
+    torch.testing.assert_close(got, expected, rtol=tol, atol=tol * expected.abs().max().item(), msg=name)
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.float64, 1e-10)])
+@pytest.mark.parametrize("recurrence,rectify_input,clamp,learn_tau", VARIANTS)
+def test_engine_matches_per_step_forward_and_gradients(recurrence, rectify_input, clamp, learn_tau, dtype, tol):
+    """float32 as asked; float64 shows the two compute the same function, up to rounding alone. (The float32 loop's
+    own error is a few 1e-6 here; with faster dynamics it reaches 1e-5 on log_W, for the loop and engine alike.)"""
+    m = perturbed_model(recurrence, rectify_input, clamp, learn_tau).to(dtype)
+    assert m.engine == "fused"
+    x = torch.randn(5, 40, 3, generator=torch.Generator().manual_seed(1)).to(dtype)
+    state_ref, loss_ref, grads_ref = run_and_grad(m, x, per_step=True)
+    state, loss, grads = run_and_grad(m, x, per_step=False)
+    assert_relative(state, state_ref, "final state", tol)
+    assert_relative(loss, loss_ref, "loss", tol)
+    expected = {k for k, p in m.named_parameters() if p.requires_grad}
+    assert grads.keys() == grads_ref.keys() == expected  # theta, W_r, log_W, ...: every trainable parameter
+    for k in grads_ref:
+        assert grads_ref[k].abs().max() > 0, k
+        assert_relative(grads[k], grads_ref[k], k, tol)
+    assert m.state0.grad is None and not m.state0.requires_grad
+
+
+@pytest.mark.parametrize("recurrence", RECURRENCES)
+def test_engine_propagates_non_finite_values_like_the_loop(recurrence):
+    torch.manual_seed(0)
+    m = Organics(3, 10, 8, recurrence=recurrence)
+    x = torch.randn(4, 30, 3)
+    x[1, 5] = 1e30  # overflows the state of sample 1
+    x[2, 7, 0] = float("nan")
+    state_ref, loss_ref, grads_ref = run_and_grad(m, x, per_step=True)
+    state, loss, grads = run_and_grad(m, x, per_step=False)
+    assert not loss_ref.isfinite() and not loss.isfinite()  # what the trainer's divergence check sees
+    assert torch.equal(state.isnan(), state_ref.isnan()) and torch.equal(state.isfinite(), state_ref.isfinite())
+    assert state[[0, 3]].isfinite().all()
+    for k in grads_ref:
+        assert torch.equal(grads[k].isnan(), grads_ref[k].isnan()), k
+        assert torch.equal(grads[k].isfinite(), grads_ref[k].isfinite()), k
+
+
+def test_engine_without_grad_and_loop_engine_agree():
+    m = perturbed_model("spectral_norm", False, False, True)
+    x = torch.randn(5, 40, 3)
+    with torch.no_grad():
+        fused = m.run_steps(x)
+        m.engine = "loop"
+        loop = m.run_steps(x)
+    assert_relative(fused, loop, "no-grad forward")
+    assert_relative(fused, DynamicalModel.run_steps(m, x).detach(), "per-step")
+
+
+def test_engine_repeated_and_interleaved_graphs():
+    """Buffers are reused across calls: two live graphs, backpropagated in either order, give the same gradients."""
+    m = perturbed_model("unconstrained", True, False, True)
+    x1, x2 = torch.randn(5, 20, 3), torch.randn(5, 20, 3)
+    expected = [run_and_grad(m, x, per_step=True)[2] for x in (x1, x2)]
+    m.zero_grad()
+    s1, s2 = m.run_steps(x1), m.run_steps(x2)
+    for state, ref in ((s2, expected[1]), (s1, expected[0])):
+        m.zero_grad()
+        (m.readout(state).logsumexp(-1) + 0.1 * state.square().sum(-1)).sum().backward()
+        for k, g in ref.items():
+            assert_relative(m.get_parameter(k).grad, g, k)
+
+
+def test_engine_choice_is_validated():
+    with pytest.raises(ValueError, match="engine"):
+        Organics(1, 10, 8, engine="cuda_graph")
+
+
+def test_engine_refuses_a_second_backward_through_one_graph():
+    m = perturbed_model("identity", False, False, True)
+    loss = m.run_steps(torch.randn(2, 5, 3)).sum()
+    loss.backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="retain_graph"):
+        loss.backward()
