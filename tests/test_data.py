@@ -185,3 +185,18 @@ def test_parity_labels_padding_and_length_splits():
     assert torch.equal(again.train.x, data.train.x)
     summary = Parity.summarize({"len12": 1.0, "len30": 0.6, "len64": 0.995})
     assert summary == {"acc_by_length": {12: 1.0, 30: 0.6, 64: 0.995}, "longest_solved_99": 64}
+
+
+def test_parity_curriculum_grows_the_allowed_length():
+    from organics_bench.tasks.parity import Parity
+
+    task = Parity(name="parity", train_min_length=1, train_max_length=40, test_lengths=[40], n_train=2000,
+                  n_val=10, n_test=10, curriculum_epochs=4)
+    data = task.load()
+    lengths = data.train.x.sum((1, 2))
+    assert [task.curriculum_length(e) for e in range(6)] == [11, 20, 30, 40, 40, 40]
+    for epoch in range(5):
+        mask = data.curriculum(epoch)
+        assert torch.equal(mask, lengths <= task.curriculum_length(epoch))
+    assert 0.2 < data.curriculum(0).float().mean() < 0.3 and data.curriculum(3).all()
+    assert Parity(name="parity").load().curriculum is None

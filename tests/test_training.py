@@ -105,3 +105,16 @@ def test_organics_learns_real_digits(tmp_path):
     record = read_metrics(run_dir)
     assert record["metrics"]["test/acc"] > 0.40, record["metrics"]
     assert record["data"]["sizes"] == {"train": 3500, "val": 500, "test": 1000}
+
+
+def test_parity_curriculum_trains_on_fewer_strings_first(tmp_path):
+    run_dir = tmp_path / "run"
+    result = run_cli(*smoke_overrides("gru", "parity", tmp_path / "data"), "diagnostics=none", "task.n_train=128",
+                     "task.curriculum_epochs=2", "trainer.epochs=2", "trainer.limit_train_batches=null",
+                     f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    steps = [int(row["step"]) for row in history(run_dir)]
+    assert steps[1] == steps[0] + 8 and steps[0] < 8  # all 128 strings in epoch 2, those up to 20 bits in epoch 1
+    record = read_metrics(run_dir)
+    assert set(record["extra_tests"]["acc_by_length"]) == {"8", "40", "64"}
+    assert record["data"]["curriculum_epochs"] == 2

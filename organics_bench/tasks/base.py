@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
 
@@ -38,7 +39,8 @@ class Split:
 class TaskData:
     """The three splits and a record of how they were made (seeds, sizes, source), kept with every result.
 
-    `extra_tests` are further test sets evaluated with the best-validation weights (e.g. parity at longer lengths).
+    `extra_tests` are further test sets evaluated with the best-validation weights (e.g. parity at longer lengths);
+    `curriculum(epoch)`, when given, is a boolean mask of the training examples that epoch may use.
     """
 
     train: Split
@@ -46,6 +48,7 @@ class TaskData:
     test: Split
     record: dict = field(default_factory=dict)
     extra_tests: dict[str, Split] = field(default_factory=dict)
+    curriculum: Callable[[int], torch.Tensor] | None = None
 
 
 def split_train_val(x: torch.Tensor, y: torch.Tensor, val_size: int, seed: int) -> tuple[Split, Split]:

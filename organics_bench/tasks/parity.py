@@ -2,7 +2,9 @@
 
 Bits are one-hot (d_input = 2). Training and validation strings have random lengths in
 [train_min_length, train_max_length], left-padded with all-zero inputs ("no bit") to train_max_length; each
-test length L is its own test set of strings of exactly L bits, to measure length generalisation.
+test length L is its own test set of strings of exactly L bits, to measure length generalisation. With
+`curriculum_epochs` = N > 0, epoch e (from 0) trains only on strings up to
+train_min_length + (train_max_length - train_min_length) * min(1, (e + 1) / N) bits.
 """
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ class Parity:
 
     def __init__(self, name: str, train_min_length: int = 1, train_max_length: int = 40,
                  test_lengths: list[int] | tuple[int, ...] = (40, 64, 128, 256), n_train: int = 20000,
-                 n_val: int = 2000, n_test: int = 2000, seed: int = 73) -> None:
+                 n_val: int = 2000, n_test: int = 2000, seed: int = 73, curriculum_epochs: int = 0) -> None:
         if not 1 <= train_min_length <= train_max_length:
             raise UserError(f"task lengths need 1 <= train_min_length <= train_max_length, got "
                             f"{train_min_length} and {train_max_length}")
@@ -25,9 +27,12 @@ class Parity:
             raise UserError(f"task.test_lengths must be positive lengths, got {list(test_lengths)}")
         if min(n_train, n_val, n_test) <= 0:
             raise UserError("task.n_train, task.n_val and task.n_test must be positive")
+        if curriculum_epochs < 0:
+            raise UserError(f"task.curriculum_epochs must be >= 0 (0 = no curriculum), got {curriculum_epochs}")
         self.name, self.min_len, self.max_len = name, train_min_length, train_max_length
         self.test_lengths = sorted(set(test_lengths))
         self.n_train, self.n_val, self.n_test, self.seed = n_train, n_val, n_test, seed
+        self.curriculum_epochs = curriculum_epochs
 
     @property
     def spec(self) -> TaskSpec:
@@ -42,9 +47,17 @@ class Parity:
         in_distribution = max((L for L in self.test_lengths if L <= self.max_len), default=self.test_lengths[0])
         record = {"seed": self.seed, "train_lengths": [self.min_len, self.max_len],
                   "test_lengths": self.test_lengths, "test_split_length": in_distribution,
+                  "curriculum_epochs": self.curriculum_epochs,
                   "sizes": {"train": self.n_train, "val": self.n_val, "test_per_length": self.n_test}}
+        lengths = train.x.sum((1, 2))
+        curriculum = (lambda epoch: lengths <= self.curriculum_length(epoch)) if self.curriculum_epochs else None
         return TaskData(train, val, tests[in_distribution], record,
-                        extra_tests={f"len{length}": split for length, split in tests.items()})
+                        extra_tests={f"len{length}": split for length, split in tests.items()}, curriculum=curriculum)
+
+    def curriculum_length(self, epoch: int) -> int:
+        """The longest training string allowed in `epoch` (0-based)."""
+        fraction = min(1.0, (epoch + 1) / self.curriculum_epochs) if self.curriculum_epochs else 1.0
+        return round(self.min_len + (self.max_len - self.min_len) * fraction)
 
     @staticmethod
     def summarize(extra_accuracies: dict[str, float]) -> dict:

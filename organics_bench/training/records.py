@@ -60,6 +60,7 @@ def publish(run_dir: Path, results_dir: Path, experiment: str, model: str, seed:
     target.mkdir(parents=True, exist_ok=True)
     copies = [(run_dir / "metrics.json", f"seed{seed}.json"), (run_dir / "history.csv", f"seed{seed}.history.csv")]
     copies += [(figure, f"seed{seed}.{figure.name}") for figure in sorted((run_dir / "figures").glob("*.png"))]
+    copies += [(path, f"seed{seed}.{path.name}") for path in [run_dir / "steady_state_spectra.json"] if path.exists()]
     for source, name in copies:
         tmp = target / f"{name}.tmp"
         shutil.copyfile(source, tmp)

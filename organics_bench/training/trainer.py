@@ -58,6 +58,7 @@ class Trainer:
         self.model.to(self.device)
         self.train, self.val, self.test = (self._to_device(s) for s in (data.train, data.val, data.test))
         self.extra_tests = {name: self._to_device(split) for name, split in data.extra_tests.items()}
+        self.curriculum = data.curriculum
         self.summarize_extra_tests = summarize_extra_tests
         self.diagnostics = diagnostics
         self.seed, self.identity, self.wandb = seed, identity, wandb_sink
@@ -186,7 +187,10 @@ class Trainer:
     def _train_epoch(self) -> tuple[float, float, float]:
         self.model.train()
         order = torch.randperm(len(self.train), generator=torch.Generator().manual_seed(
-            self.seed * 1_000_003 + self.epoch)).to(self.device)
+            self.seed * 1_000_003 + self.epoch))
+        if self.curriculum is not None:
+            order = order[self.curriculum(self.epoch)[order]]
+        order = order.to(self.device)
         batches = order.split(self.settings.batch_size)
         if self.settings.limit_train_batches:
             batches = batches[: self.settings.limit_train_batches]
