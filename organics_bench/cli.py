@@ -71,6 +71,7 @@ class PreflightChecks(Callback):
     """Reject bad values and an unusable output directory in one clear line, before Hydra creates any file."""
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        HydraConfig.instance().set_config(config)  # lets ${hydra:runtime.cwd} resolve in hydra.run.dir
         with exit_on_user_error():
             validate(config)
             _check_writable(Path(config.hydra.run.dir))

@@ -47,6 +47,19 @@ def markdown_table(records: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def outcome_summary(records: list[dict]) -> str:
+    """Per model: how many runs, how many diverged (a result, since nothing is clipped), mean test accuracy."""
+    lines = ["| model | runs | diverged | mean test acc (finished runs) |", "|---|---|---|---|"]
+    for model in sorted({r["model"] for r in records}):
+        runs = [r for r in records if r["model"] == model]
+        diverged = sum(r["status"] == "diverged" for r in runs)
+        accs = [r["metrics"]["test/acc"] for r in runs
+                if r["status"] == "ok" and r["metrics"].get("test/acc") is not None]
+        mean = f"{sum(accs) / len(accs):.4f}" if accs else "-"
+        lines.append(f"| {model} | {len(runs)} | {diverged} ({diverged / len(runs):.0%}) | {mean} |")
+    return "\n".join(lines)
+
+
 def provenance(records: list[dict]) -> str:
     """The command, seed, git revision and hardware behind each row."""
     lines = []
@@ -68,7 +81,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"error: no results records (seed<k>.json) under {args.folder}; run organics-bench first",
               file=sys.stderr)
         sys.exit(2)
-    table = markdown_table(records)
+    table = markdown_table(records) + "\n\n" + outcome_summary(records)
     print(table)
     if args.table:
         args.table.parent.mkdir(parents=True, exist_ok=True)

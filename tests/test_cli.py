@@ -39,13 +39,21 @@ def test_non_positive_settings_are_one_line_errors_and_write_nothing(tmp_path, o
     assert not run_dir.exists()
 
 
-def test_unwritable_output_dir_is_one_line(tmp_path):
+@pytest.mark.parametrize("target", ["hydra.run.dir={blocker}/run", "paths.output_dir={blocker}/outputs"])
+def test_unwritable_output_dir_is_one_line(tmp_path, target):
     blocker = tmp_path / "a_file"
     blocker.write_text("not a folder")
-    result = run_cli("debug=smoke", f"hydra.run.dir={blocker}/run", cwd=tmp_path)
+    result = run_cli("debug=smoke", target.format(blocker=blocker), cwd=tmp_path)
     assert result.returncode != 0
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "output dir" in lines[0], result.stderr
+
+
+def test_default_run_dir_checks_run_without_warnings(tmp_path):
+    result = run_cli("debug=smoke", "trainer.epochs=-1", cwd=tmp_path)
+    assert result.returncode != 0
+    assert result.stderr.strip() == "error: trainer.epochs must be a positive number, got -1", result.stderr
+    assert not (tmp_path / "outputs").exists()
 
 
 def test_missing_data_offline_is_one_line(tmp_path):

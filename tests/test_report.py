@@ -1,0 +1,39 @@
+"""`organics-bench-report`: the table, the diverged fraction and the figure from results records."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from organics_bench.report import main
+
+SCRIPT = Path(sys.executable).parent / "organics-bench-report"
+
+
+def record(model: str, seed: int, status: str, acc: float | None) -> dict:
+    return {"model": model, "task": "smnist", "seed": seed, "status": status, "epochs_completed": 2,
+            "n_params": 1234, "metrics": {"test/acc": acc, "best_val/acc": acc},
+            "time": {"per_epoch_s": 1.5}, "grad_norm": {"max": 2.0}, "spectral_radius": {"final": None},
+            "command": f"organics-bench model={model} seed={seed}", "git_revision": "abc123",
+            "env": {"hardware": "test CPU", "torch": "2.x"}}
+
+
+def test_report_counts_diverged_runs_and_writes_table_and_figure(tmp_path, capsys):
+    folder = tmp_path / "runs" / "exp"
+    for model, seed, status, acc in (("organics", 0, "ok", 0.8), ("organics", 1, "ok", 0.6),
+                                     ("ssn", 0, "diverged", None), ("ssn", 1, "ok", 0.5)):
+        target = folder / model
+        target.mkdir(parents=True, exist_ok=True)
+        (target / f"seed{seed}.json").write_text(json.dumps(record(model, seed, status, acc)))
+        (target / f"seed{seed}.history.csv").write_text(
+            "epoch,train_loss,val_acc,grad_norm_max\n1,2.0,0.3,1.0\n2,1.5,0.5,2.0\n")
+    main([str(folder), "--table", str(tmp_path / "t.md"), "--figure", str(tmp_path / "f.png")])
+    table = (tmp_path / "t.md").read_text()
+    assert "| organics | 2 | 0 (0%) | 0.7000 |" in table and "| ssn | 2 | 1 (50%) | 0.5000 |" in table
+    assert "`organics-bench model=ssn seed=0` (git abc123, test CPU" in table
+    assert (tmp_path / "f.png").stat().st_size > 10_000
+    assert "| ssn | smnist | 0 | diverged | - |" in capsys.readouterr().out
+
+
+def test_report_on_an_empty_folder_is_one_line(tmp_path):
+    result = subprocess.run([str(SCRIPT), str(tmp_path)], capture_output=True, text=True)
+    assert result.returncode == 2 and result.stderr.strip().startswith("error: no results records")
