@@ -29,20 +29,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from organics_bench.equations import algorithm1, circuit_rhs
 from organics_bench.models.autoencoder import AutoencodedClassifier
 
 RECURRENCES = ("identity", "bounded")
 EPS = 1e-10
-
-
-def vector_field(y: torch.Tensor, a: torch.Tensor, drive: torch.Tensor, floor: torch.Tensor, W: torch.Tensor,
-                 W_r: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(dy/dt, da/dt) of the main model with tau = 1; drive = b*z, floor = (b0 sigma)^2, W_r None means I."""
-    a_pos = F.relu(a)
-    recurrent = y if W_r is None else y @ W_r.T
-    dy = -y + drive + (1.0 - torch.sqrt(a_pos)) * recurrent
-    da = -a + floor + (y.square() * a_pos) @ W.T
-    return dy, da
 
 
 def closed_form_fixed_point(drive: torch.Tensor, floor: torch.Tensor, W: torch.Tensor,
@@ -56,16 +47,8 @@ def iterative_fixed_point(drive: torch.Tensor, floor: torch.Tensor, W: torch.Ten
                           iterations: int, official_diag_a: bool = False,
                           eps: float = EPS) -> tuple[torch.Tensor, torch.Tensor]:
     """(y_K, a_K) of Algorithm 1 for a recurrence W_r with largest singular value 1 (module docstring)."""
-    start = drive @ W_r.T
-    a = floor + start.square() @ W.T + eps
-    y = start / torch.sqrt(a)
-    eye = torch.eye(W_r.shape[0], dtype=W_r.dtype, device=W_r.device)
-    for _ in range(iterations):
-        gain = a if official_diag_a else torch.sqrt(a)
-        system = eye - (1.0 - gain).unsqueeze(-1) * W_r  # I - diag(1 - gain) W_r, one matrix per sample
-        y = torch.linalg.solve(system, drive.unsqueeze(-1)).squeeze(-1)
-        a = floor + (y.square() * a) @ W.T + eps
-    return y, a
+    *_, last = algorithm1(drive, floor, W, W_r, iterations, official_diag_a, eps)
+    return last
 
 
 class LayerSteadyState(NamedTuple):
@@ -132,7 +115,7 @@ class FixedPointLayer(nn.Module):
     def vector_field(self, state: torch.Tensor, drive: torch.Tensor) -> torch.Tensor:
         """d[y, a]/dt of the main model (tau_y = tau_a = 1) at state [y, a] under a drive b*z."""
         y, a = state.split(self.n_units, -1)
-        dy, da = vector_field(y, a, drive, self.floor(), self.normalization_matrix(), self.recurrent_matrix())
+        dy, da = circuit_rhs(y, a, drive, self.floor(), self.normalization_matrix(), self.recurrent_matrix())
         return torch.cat([dy, da], -1)
 
     def rates(self, state: torch.Tensor) -> torch.Tensor:

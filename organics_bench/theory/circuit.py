@@ -16,6 +16,8 @@ from dataclasses import dataclass, fields, replace
 import torch
 from torch import Tensor
 
+from organics_bench.equations import circuit_rhs, matvec
+
 DTYPE = torch.float64
 
 
@@ -59,22 +61,10 @@ class Circuit:
         return replace(self, Wr=Wr)
 
 
-def matvec(M: Tensor, v: Tensor) -> Tensor:
-    """Batched M @ v for M (..., n, n), v (..., n)."""
-    return (M @ v.unsqueeze(-1)).squeeze(-1)
-
-
-def _recurrent(c: Circuit, v: Tensor) -> Tensor:
-    return v if c.Wr is None else matvec(c.Wr, v)
-
-
 def vector_field(c: Circuit, y: Tensor, a: Tensor, rectified: bool = False) -> tuple[Tensor, Tensor]:
     """(dy/dt, da/dt) of the main or rectified model (SPEC §1.1)."""
-    yr = y.clamp_min(0) if rectified else y
-    a_pos = a.clamp_min(0)
-    dy = (-y + c.drive + (1 - a_pos.sqrt()) * _recurrent(c, yr)) / c.tau_y
-    da = (-a + c.floor + matvec(c.W, yr**2 * a_pos)) / c.tau_a
-    return dy, da
+    dy, da = circuit_rhs(y, a, c.drive, c.floor, c.W, c.Wr, rectified)
+    return dy / c.tau_y, da / c.tau_a
 
 
 def residual(c: Circuit, y: Tensor, a: Tensor, rectified: bool = False) -> Tensor:

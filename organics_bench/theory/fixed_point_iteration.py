@@ -10,8 +10,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from organics_bench.equations import algorithm1 as algorithm1_iterates
 from organics_bench.theory import report
-from organics_bench.theory.circuit import Circuit, matvec, newton_polish, residual, sample_unit, simulate
+from organics_bench.theory.circuit import Circuit, newton_polish, residual, sample_unit, simulate
 
 NAME = "fixed_point_iteration"
 CLAIM = ("Algorithm 1 (with √a) converges to the ODE fixed point for random 10-unit circuits with σ_max(W_r) = 1, "
@@ -29,17 +30,7 @@ def algorithm1(c: Circuit, n_iter: int, variant: str = "sqrt") -> tuple[Tensor, 
     if variant not in ("sqrt", "diag"):
         raise ValueError(f"unknown variant {variant!r}")
     Wr = c.Wr if c.Wr is not None else torch.eye(c.n, dtype=c.z.dtype).expand(*c.z.shape[:-1], c.n, c.n)
-    eye = torch.eye(c.n, dtype=c.z.dtype)
-    wz = matvec(Wr, c.drive)
-    a = c.floor + matvec(c.W, wz**2)
-    y = wz / a.sqrt()
-    ys, as_ = [y], [a]
-    for _ in range(n_iter):
-        gain = a.sqrt() if variant == "sqrt" else a
-        y = torch.linalg.solve(eye - (1 - gain).unsqueeze(-1) * Wr, c.drive)
-        a = c.floor + matvec(c.W, a * y**2)
-        ys.append(y)
-        as_.append(a)
+    ys, as_ = zip(*algorithm1_iterates(c.drive, c.floor, c.W, Wr, n_iter, official_diag_a=variant == "diag"))
     return torch.stack(ys), torch.stack(as_)
 
 

@@ -9,7 +9,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from organics_bench.theory.circuit import DTYPE, matvec
+from organics_bench.equations import matvec
+from organics_bench.theory.circuit import DTYPE
 
 # Two-population E/I weights |J_ab| of Ahmadian et al. 2013 (rows: to E, to I; columns: from E, from I).
 J_BASE = ((1.25, 0.65), (1.2, 0.5))
