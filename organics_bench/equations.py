@@ -15,7 +15,9 @@ import torch.nn.functional as F
 
 
 def matvec(M: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """M @ v for M (..., n, n) or (n, n) and v (..., n)."""
+    """M @ v for M (..., n, n) or (n, n) and v (..., n); a shared M is one matrix multiply over the batch."""
+    if M.dim() == 2:
+        return v @ M.T
     return (M @ v.unsqueeze(-1)).squeeze(-1)
 
 
