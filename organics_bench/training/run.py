@@ -35,7 +35,9 @@ def train(cfg: DictConfig) -> dict:
     run_dir = Path(hydra_cfg.runtime.output_dir)
     model_name = hydra_cfg.runtime.choices["model"]
     identity = {"task": cfg.task.name, "model": model_name, "experiment": cfg.experiment_name, "seed": cfg.seed}
-    settings = TrainerSettings(**OmegaConf.to_container(cfg.trainer, resolve=True))
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    resolved_yaml = OmegaConf.to_yaml(resolved)
+    settings = TrainerSettings(**resolved["trainer"])
     if settings.num_threads:
         torch.set_num_threads(settings.num_threads)
 
@@ -52,8 +54,7 @@ def train(cfg: DictConfig) -> dict:
 
     optimizer = instantiate(cfg.optimizer)([p for p in model.parameters() if p.requires_grad])
     scheduler = instantiate(cfg.scheduler)(optimizer)
-    resolved = OmegaConf.to_container(cfg, resolve=True)
-    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    (run_dir / "config.yaml").write_text(resolved_yaml)
     command = " ".join(["organics-bench", *hydra_cfg.overrides.task])
     record_base = {
         "identity": identity, "n_params": count_trainable(model), "epochs_planned": settings.epochs,
@@ -71,13 +72,13 @@ def train(cfg: DictConfig) -> dict:
                                name=f"{cfg.experiment_name}/{model_name}/seed{cfg.seed}", group=cfg.experiment_name,
                                tags=list(cfg.logger.tags), run_id=payload.get("wandb_id") if payload else None)
     diagnostics = None
-    diagnostic_settings = DiagnosticsSettings(**OmegaConf.to_container(cfg.diagnostics, resolve=True))
+    diagnostic_settings = DiagnosticsSettings(**resolved["diagnostics"])
     if diagnostic_settings.enabled and Diagnostics.applies_to(model):
         diagnostics = Diagnostics(diagnostic_settings, run_dir, data.val, wandb_sink)
     trainer = Trainer(model, data, optimizer, scheduler, settings, run_dir, cfg.seed, diagnostics=diagnostics,
                       summarize_extra_tests=getattr(task, "summarize", None),
                       identity={"model_name": model_name, "task_name": cfg.task.name,
-                                "config_yaml": OmegaConf.to_yaml(cfg, resolve=True)},
+                                "config_yaml": resolved_yaml},
                       wandb_sink=wandb_sink, write_record=write_record)
     if payload:
         trainer.restore(payload)

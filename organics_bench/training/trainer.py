@@ -114,8 +114,9 @@ class Trainer:
             if self.status == "running":
                 self.status = "failed"
             self._final_evaluation()
-            self.write_record(self.summary())
-        return self.summary()
+            summary = self.summary()
+            self.write_record(summary)
+        return summary
 
     def summary(self) -> dict:
         norms = torch.tensor(self.step_grad_norms, dtype=torch.float64)
