@@ -4,8 +4,12 @@ Each case times forward + backward of one batch (run the sequence, read out, sum
   naive:  `DynamicalModel.run_steps(model, x)`, i.e. `model.step` called once per time step, autograd through it;
   engine: `Organics.run_steps` with engine="fused" (organics_bench/models/organics_engine.py);
   lstm:   `organics_bench.models.rnn.LSTM` (torch's nn.LSTM) with the same number of units;
-  ssn:    `organics_bench.models.ssn.SSN` (its own sequence loop) with units E and units I neurons, the SSN
-          counterpart of ORGaNICs with units y and units a neurons.
+  ssn-naive: `DynamicalModel.run_steps` on `organics_bench.models.ssn.SSN` with units E and units I neurons
+          (the SSN counterpart of ORGaNICs with units y and units a neurons), autograd through `step`;
+  ssn:    `SSN.run_steps`, the SSN's sequence engine (organics_bench/models/ssn_engine.py).
+The ORGaNICs engine runs its fused C kernels on CPU (`cpu-kernels`, organics_bench/models/organics_kernels.c) and
+torch operations on CUDA; the record says which. On CPU, subnormal floats are flushed to zero as in training
+(trainer.flush_denormal, the default): without it nn.LSTM's backward runs up to 10x slower here.
 Methods are timed in interleaved rounds in one process, after one untimed warm-up run each (it pays one-time
 costs: first touch of fresh memory, library setup); medians and min-max spread are reported. Peak BPTT memory
 is measured per case in a fresh subprocess: on CPU (Linux) the growth of the resident set over one forward +
@@ -34,13 +38,21 @@ import torch
 
 from organics_bench.models.base import DynamicalModel
 from organics_bench.models.organics import Organics
+from organics_bench.models.organics_engine import backend
 from organics_bench.models.rnn import LSTM
 from organics_bench.models.ssn import SSN
 from organics_bench.training.records import environment, git_revision
 
 ROOT = Path(__file__).resolve().parents[1]
-METHODS = ("naive", "engine", "lstm", "ssn")
-MODELS = {"naive": Organics, "engine": Organics, "lstm": LSTM, "ssn": lambda d, c, n: SSN(d, c, n, n)}
+METHODS = ("naive", "engine", "lstm", "ssn-naive", "ssn")
+NAIVE = {"naive", "ssn-naive"}  # run through the per-step `step` loop
+
+
+def ssn_with_units(d_input: int, n_classes: int, units: int) -> SSN:
+    return SSN(d_input, n_classes, units, units)
+
+
+MODELS = {"naive": Organics, "engine": Organics, "lstm": LSTM, "ssn-naive": ssn_with_units, "ssn": ssn_with_units}
 # name: (time steps, batch, units, repeats of engine and LSTM, repeats of the naive form)
 SHAPES = {
     "small": (196, 64, 128, 5, 3),
@@ -54,7 +66,7 @@ def make_case(method: str, steps: int, batch: int, units: int, device: str):
     torch.manual_seed(0)
     model = MODELS[method](1, 10, units).to(device)
     x = torch.rand(batch, steps, 1, device=device)
-    run = DynamicalModel.run_steps if method == "naive" else type(model).run_steps
+    run = DynamicalModel.run_steps if method in NAIVE else type(model).run_steps
 
     def forward_backward() -> None:
         model.zero_grad(set_to_none=True)
@@ -63,6 +75,36 @@ def make_case(method: str, steps: int, batch: int, units: int, device: str):
             torch.cuda.synchronize()
 
     return forward_backward
+
+
+def matmul_floor_case(steps: int, batch: int, units: int, device: str):
+    """A zero-argument function doing only the ORGaNICs engine's matrix multiplies for one forward + backward (the
+    spectral_norm recurrence, d_input = 1), on cache-resident operands: a lower bound on the engine's time."""
+    n, rows = units, steps * batch
+    torch.manual_seed(0)
+
+    def mat(*shape: int) -> torch.Tensor:
+        return torch.randn(*shape, device=device)
+
+    small, square, gate_in, gate_w = mat(batch, n), mat(n, n), mat(batch, 2 * n), mat(2 * n, 2 * n)
+    small_out, gate_out = torch.empty_like(small), torch.empty_like(gate_in)
+    inputs, input_weights, drives = mat(rows, 1), mat(3 * n, 1), mat(rows, 3 * n)
+    per_step_grads, gate_grads = mat(rows, n), mat(rows, 2 * n)
+
+    def matmuls() -> None:
+        torch.mm(inputs, input_weights.T, out=drives)  # input projection
+        for _ in range(steps):
+            for _ in range(2):  # forward, then backward: two n x n products (R, W) and the gates' 2n x 2n one
+                torch.mm(small, square, out=small_out)
+                torch.mm(small, square, out=small_out)
+                torch.addmm(gate_in, gate_in, gate_w, out=gate_out)
+        for grad in (per_step_grads, per_step_grads, gate_grads):  # weight gradients over all steps: R, W, G
+            grad.T @ grad
+        drives.T @ inputs  # input weights' gradient
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+
+    return matmuls
 
 
 def time_cases(cases: dict, repeats: dict[str, int]) -> dict[str, list[float]]:
@@ -76,7 +118,7 @@ def time_cases(cases: dict, repeats: dict[str, int]) -> dict[str, list[float]]:
                 start = time.perf_counter()
                 case()
                 times[method].append(time.perf_counter() - start)
-                print(f"    {method:6s} run {r + 1}: {times[method][-1]:.3f} s", flush=True)
+                print(f"    {method:9s} run {r + 1}: {times[method][-1]:.3f} s", flush=True)
     return times
 
 
@@ -127,66 +169,81 @@ def markdown(record: dict) -> str:
         f"# Training throughput: {record['host']}",
         "",
         f"`{record['command']}`, git {record['git_revision']}, torch {record['env']['torch']}, "
-        f"{record['device']} ({record['hardware']}), {record['threads']} thread(s), {record['date']}.",
+        f"{record['device']} ({record['hardware']}), {record['threads']} thread(s), {record['date']}; ORGaNICs "
+        f"engine steps: {record['engine_backend']}; subnormals flushed to zero: {record['flush_denormal']}.",
         "",
-        "Forward + backward of one batch; median [min-max] seconds over the runs given. Speedup = per-step / engine;",
-        "engine/LSTM = time ratio. Peak memory: growth of the process's peak RSS over one forward + backward in a",
-        "fresh process (CPU) or peak CUDA allocation above the start (GPU), MiB.",
+        "Forward + backward of one batch; median [min-max] seconds over the runs given. Speedup = per-step / engine",
+        "(ORGaNICs; SSN alike); engine/LSTM = time ratio at equal units. Peak memory: growth of the process's peak",
+        "RSS over one forward + backward in a fresh process (CPU) or peak CUDA allocation above the start (GPU), MiB.",
+        "Matmuls alone: the engine's matrix multiplies and nothing else, on cache-resident operands, a lower bound on",
+        "its time; per-step / matmuls alone bounds the speedup any engine doing these products can reach.",
         "",
-        "| T x batch x units | per-step (s) | engine (s) | nn.LSTM (s) | SSN (s) | speedup vs per-step "
-        "| engine / LSTM | peak MiB per-step / engine / LSTM / SSN |",
-        "|---|---|---|---|---|---|---|---|",
+        "| T x batch x units | ORGaNICs per-step (s) | ORGaNICs engine (s) | nn.LSTM (s) | SSN per-step (s) "
+        "| SSN engine (s) | matmuls alone (s) | speedup vs per-step | engine / LSTM | SSN speedup "
+        "| speedup bound by matmuls | peak MiB per-step / engine / LSTM / SSN per-step / SSN engine |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for case in record["cases"]:
         res = case["results"]
         cells = [f"{r['median_s']:.3f} [{r['min_s']:.3f}-{r['max_s']:.3f}] (n={r['runs']})"
-                 for r in (res[m] for m in METHODS)]
+                 for r in (res[m] for m in (*METHODS, "matmuls"))]
         memory = " / ".join(f"{res[m]['peak_mb']:.0f}" if res[m].get("peak_mb") is not None else "-" for m in METHODS)
         lines.append(f"| {case['steps']} x {case['batch']} x {case['units']} | {' | '.join(cells)} "
-                     f"| {case['speedup_vs_naive']:.2f}x | {case['engine_over_lstm']:.2f} | {memory} |")
+                     f"| {case['speedup_vs_naive']:.2f}x | {case['engine_over_lstm']:.2f} "
+                     f"| {case['ssn_speedup_vs_naive']:.2f}x | {case['speedup_bound_by_matmuls']:.2f}x | {memory} |")
     return "\n".join(lines) + "\n"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--shapes", default="small,paper128",
-                        help=f"comma-separated presets {list(SHAPES)} or T:batch:units (default: small,paper128)")
+    parser.add_argument("--shapes", default="small,paper64,paper128",
+                        help=f"comma-separated presets {list(SHAPES)} or T:batch:units (default: all three)")
     parser.add_argument("--quick", action="store_true", help="the small shape only, 3 runs per method")
     parser.add_argument("--repeats", type=int, help="timed runs of the engine and the LSTM (default: per shape)")
     parser.add_argument("--naive-repeats", type=int, help="timed runs of the per-step form (default: per shape)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: steady on a busy CPU)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
+    parser.add_argument("--keep-denormals", action="store_true",
+                        help="do not flush subnormal floats to zero (training flushes them by default)")
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "bench")
     parser.add_argument("--memory-case", nargs=4, metavar=("METHOD", "T", "BATCH", "UNITS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    torch.set_flush_denormal(not args.keep_denormals)
     if args.memory_case:
         method, *shape = args.memory_case
         print(json.dumps({"peak_mb": peak_memory_mb(method, *map(int, shape), args.device)}))
         return
 
     names = ["small"] if args.quick else args.shapes.split(",")
-    print(f"device: {args.device} ({hardware(args.device)}), torch {torch.__version__}, {args.threads} thread(s)")
+    print(f"device: {args.device} ({hardware(args.device)}), torch {torch.__version__}, {args.threads} thread(s), "
+          f"ORGaNICs engine steps: {backend(torch.empty(1, 1, 3, device=args.device))}")
     cases = []
     for name in names:
         steps, batch, units, repeats, naive_repeats = SHAPES.get(name) or (*map(int, name.split(":")), 3, 2)
         repeats = 3 if args.quick else args.repeats or repeats
-        counts = {"naive": args.naive_repeats or min(repeats, naive_repeats), "engine": repeats, "lstm": repeats,
-                  "ssn": repeats}
+        naive_count = args.naive_repeats or min(repeats, naive_repeats)
+        counts = {m: naive_count if m in NAIVE else repeats for m in METHODS}
         print(f"{name}: T={steps}, batch={batch}, units={units}", flush=True)
         runners = {m: make_case(m, steps, batch, units, args.device) for m in METHODS}
+        runners["matmuls"], counts["matmuls"] = matmul_floor_case(steps, batch, units, args.device), repeats
         results = {m: summarize(t) for m, t in time_cases(runners, counts).items()}
         if not args.no_memory:
             for m in METHODS:
                 results[m]["peak_mb"] = measure_memory(m, (steps, batch, units), args)
-                print(f"    {m:6s} peak memory {results[m]['peak_mb']:.0f} MiB", flush=True)
+                print(f"    {m:9s} peak memory {results[m]['peak_mb']:.0f} MiB", flush=True)
         median = {m: results[m]["median_s"] for m in METHODS}
         cases.append({"shape": name, "steps": steps, "batch": batch, "units": units, "results": results,
                       "speedup_vs_naive": median["naive"] / median["engine"],
-                      "engine_over_lstm": median["engine"] / median["lstm"]})
+                      "engine_over_lstm": median["engine"] / median["lstm"],
+                      "ssn_speedup_vs_naive": median["ssn-naive"] / median["ssn"],
+                      "engine_over_matmuls": median["engine"] / results["matmuls"]["median_s"],
+                      "speedup_bound_by_matmuls": median["naive"] / results["matmuls"]["median_s"]})
         print(f"  speedup vs per-step {cases[-1]['speedup_vs_naive']:.2f}x, "
-              f"engine/LSTM {cases[-1]['engine_over_lstm']:.2f}", flush=True)
+              f"engine/LSTM {cases[-1]['engine_over_lstm']:.2f}, "
+              f"SSN speedup {cases[-1]['ssn_speedup_vs_naive']:.2f}x, engine/its matmuls alone "
+              f"{cases[-1]['engine_over_matmuls']:.2f}", flush=True)
 
     record = {
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
@@ -196,6 +253,8 @@ def main() -> None:
         "device": args.device,
         "hardware": hardware(args.device),
         "threads": args.threads,
+        "engine_backend": backend(torch.empty(1, 1, 3, device=args.device)),
+        "flush_denormal": not args.keep_denormals,
         "env": environment(args.device),
         "cases": cases,
     }

@@ -4,10 +4,22 @@ import itertools
 import pytest
 import torch
 
+from organics_bench.models import cpu_kernels, organics_engine
 from organics_bench.models.base import DynamicalModel
 from organics_bench.models.organics import RECURRENCES, Organics
 
 VARIANTS = list(itertools.product(RECURRENCES, [False, True], [False, True], [False, True]))
+
+
+@pytest.fixture(params=["cpu-kernels", "torch"])
+def step_backend(request, monkeypatch) -> str:
+    """Run the test with the fused CPU kernels (built here: CI must have a C compiler) and with torch operations
+    (the path CUDA takes)."""
+    if request.param == "torch":
+        monkeypatch.setattr(cpu_kernels, "available", lambda tensor: False)
+    for dtype in (torch.float32, torch.float64):
+        assert organics_engine.backend(torch.zeros(1, 1, 3, dtype=dtype)) == request.param
+    return request.param
 
 
 def perturbed_model(recurrence: str, rectify_input: bool, clamp: bool, learn_tau: bool, n: int = 16) -> Organics:
@@ -39,7 +51,8 @@ def assert_relative(got: torch.Tensor, expected: torch.Tensor, name: str, tol: f
 
 @pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.float64, 1e-10)])
 @pytest.mark.parametrize("recurrence,rectify_input,clamp,learn_tau", VARIANTS)
-def test_engine_matches_per_step_forward_and_gradients(recurrence, rectify_input, clamp, learn_tau, dtype, tol):
+def test_engine_matches_per_step_forward_and_gradients(recurrence, rectify_input, clamp, learn_tau, dtype, tol,
+                                                      step_backend):
     """float32 as asked; float64 shows the two compute the same function, up to rounding alone. (The float32 loop's
     own error is a few 1e-6 here; with faster dynamics it reaches 1e-5 on log_W, for the loop and engine alike.)"""
     m = perturbed_model(recurrence, rectify_input, clamp, learn_tau).to(dtype)
@@ -58,7 +71,7 @@ def test_engine_matches_per_step_forward_and_gradients(recurrence, rectify_input
 
 
 @pytest.mark.parametrize("recurrence", RECURRENCES)
-def test_engine_propagates_non_finite_values_like_the_loop(recurrence):
+def test_engine_propagates_non_finite_values_like_the_loop(recurrence, step_backend):
     torch.manual_seed(0)
     m = Organics(3, 10, 8, recurrence=recurrence)
     x = torch.randn(4, 30, 3)
@@ -74,7 +87,7 @@ def test_engine_propagates_non_finite_values_like_the_loop(recurrence):
         assert torch.equal(grads[k].isfinite(), grads_ref[k].isfinite()), k
 
 
-def test_engine_without_grad_and_loop_engine_agree():
+def test_engine_without_grad_and_loop_engine_agree(step_backend):
     m = perturbed_model("spectral_norm", False, False, True)
     x = torch.randn(5, 40, 3)
     with torch.no_grad():
@@ -85,7 +98,7 @@ def test_engine_without_grad_and_loop_engine_agree():
     assert_relative(fused, DynamicalModel.run_steps(m, x).detach(), "per-step")
 
 
-def test_engine_repeated_and_interleaved_graphs():
+def test_engine_repeated_and_interleaved_graphs(step_backend):
     """Buffers are reused across calls: two live graphs, backpropagated in either order, give the same gradients."""
     m = perturbed_model("unconstrained", True, False, True)
     x1, x2 = torch.randn(5, 20, 3), torch.randn(5, 20, 3)
@@ -110,3 +123,45 @@ def test_engine_refuses_a_second_backward_through_one_graph():
     loss.backward(retain_graph=True)
     with pytest.raises(RuntimeError, match="retain_graph"):
         loss.backward()
+
+
+def test_kernels_are_cached_per_machine_and_rebuilt_in_a_fresh_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("ORGANICS_BENCH_CACHE", str(tmp_path))
+    cpu_kernels.load.cache_clear()
+    try:
+        assert cpu_kernels.load(torch.float32) is not None and cpu_kernels.load(torch.float64) is not None
+        built = sorted(p.name for p in tmp_path.iterdir())
+        assert len(built) == 2 and all(name.endswith(".so") for name in built)  # no temporary left behind
+    finally:
+        cpu_kernels.load.cache_clear()
+
+
+def test_without_a_compiler_the_engine_says_so_once_and_computes_the_same(tmp_path, monkeypatch):
+    m = perturbed_model("spectral_norm", False, False, True)
+    x = torch.randn(5, 30, 3)
+    expected = run_and_grad(m, x, per_step=True)
+    monkeypatch.setenv("ORGANICS_BENCH_CACHE", str(tmp_path))
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-compiler"))
+    cpu_kernels.load.cache_clear()
+    try:
+        with pytest.warns(RuntimeWarning, match="fused CPU kernels unavailable.*using torch operations"):
+            assert organics_engine.backend(x) == "torch"
+        state, loss, grads = run_and_grad(m, x, per_step=False)
+    finally:
+        cpu_kernels.load.cache_clear()
+    assert_relative(state, expected[0], "final state")
+    for k, g in expected[2].items():
+        assert_relative(grads[k], g, k)
+
+
+@pytest.mark.parametrize("rectify_input", [False, True])
+def test_engine_gradient_reaches_the_inputs(rectify_input, step_backend):
+    m = perturbed_model("spectral_norm", rectify_input, False, True).double()
+    x = torch.randn(4, 25, 3, dtype=torch.float64)
+    grads = []
+    for run in (lambda v: DynamicalModel.run_steps(m, v), m.run_steps):
+        v = x.clone().requires_grad_()
+        run(v).square().sum().backward()
+        grads.append(v.grad)
+    assert grads[0].abs().max() > 0
+    assert_relative(grads[1], grads[0], "dL/dx", 1e-10)

@@ -26,7 +26,8 @@ def test_built_wheel_carries_configs_and_data_and_runs(tmp_path):
     wheel = next(tmp_path.glob("organics_bench-*.whl"))
     names = set(zipfile.ZipFile(wheel).namelist())
     for required in ("organics_bench/conf/config.yaml", "organics_bench/conf/model/organics.yaml",
-                     "organics_bench/conf/experiment/mini/smnist_rows.yaml", "organics_bench/data/mnist_5k.npz"):
+                     "organics_bench/conf/experiment/mini/smnist_rows.yaml", "organics_bench/data/mnist_5k.npz",
+                     "organics_bench/models/organics_kernels.c"):
         assert required in names, required
     target = tmp_path / "site"
     install = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-compile",
@@ -36,6 +37,11 @@ def test_built_wheel_carries_configs_and_data_and_runs(tmp_path):
     where = subprocess.run([sys.executable, "-c", "import organics_bench; print(organics_bench.__file__)"],
                            cwd=tmp_path, env=env, capture_output=True, text=True)
     assert where.stdout.startswith(str(target)), where.stdout + where.stderr  # the wheel, not the checkout
+    kernels = subprocess.run([sys.executable, "-W", "error", "-c", "import torch; from organics_bench.models."
+                              "organics_engine import backend; print(backend(torch.zeros(1)))"], cwd=tmp_path,
+                             env={**env, "ORGANICS_BENCH_CACHE": str(tmp_path / "cache")}, capture_output=True,
+                             text=True)
+    assert kernels.stdout.strip() == "cpu-kernels", kernels.stderr[-2000:]  # built from the wheel's own source
     run = subprocess.run([str(target / "bin" / "organics-bench"), *smoke_overrides("lstm", "psmnist", tmp_path),
                           f"hydra.run.dir={tmp_path / 'run'}"], cwd=tmp_path, env=env, capture_output=True,
                          text=True, timeout=300)

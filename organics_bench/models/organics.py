@@ -163,14 +163,12 @@ class Organics(DynamicalModel):
         run in the sequence engine (`organics_engine`) unless engine="loop"."""
         mats = self._matrices()
         if self.engine == "fused":
-            drives = self._drives(x.transpose(0, 1), mats)  # time-major
             form = {"spectral_norm": "linear", "identity": "identity", "unconstrained": "rectified"}[self.recurrence]
-            return organics_scan(drives, self.initial_state(x.shape[0]), mats["rates"], mats["recurrent"],
-                                 mats["norm"], mats["gate"], self.sigma, form)
-        drives = self._drives(x, mats)
+            return organics_scan(x.transpose(0, 1), mats["input"], self.rectify_input, self.initial_state(x.shape[0]),
+                                 mats["rates"], mats["recurrent"], mats["norm"], mats["gate"], self.sigma, form)
         state = self.initial_state(x.shape[0])
-        for t in range(x.shape[1]):
-            state = state + mats["rates"] * self._derivative(state, drives[:, t], mats)
+        for drive in self._drives(x, mats).unbind(1):  # one unbind: indexing per step would cost O(T^2) backward
+            state = state + mats["rates"] * self._derivative(state, drive, mats)
         return state
 
 

@@ -10,6 +10,10 @@ Every per-step result goes into buffers allocated once per shape and kept for la
 freshly allocated memory at every step costs page faults (about 15% of the engine's time on a 2-core CPU). A
 forward's buffers return to the pool after its backward, so a second backward through one graph is refused.
 
+On the CPU the element-wise work of each step runs in fused C kernels (`organics_kernels.c`, built once per machine
+by `cpu_kernels`): per step, three matmuls plus two passes over memory each way instead of about forty torch
+operations. Elsewhere (CUDA), or where no C compiler works, the same steps run as torch operations.
+
 `recurrence` names the form of R(y): "identity" ([y]+), "linear" ([y]+ R^T) or "rectified" ([y R^T]+).
 """
 from __future__ import annotations
@@ -19,6 +23,8 @@ from collections import OrderedDict
 import torch
 from torch.autograd.function import once_differentiable
 
+from organics_bench.models import cpu_kernels
+
 _sigmoid_backward = torch.ops.aten.sigmoid_backward
 _threshold_backward = torch.ops.aten.threshold_backward
 _POOL: OrderedDict[tuple, dict[str, torch.Tensor]] = OrderedDict()
@@ -26,7 +32,9 @@ _POOL_SIZE = 2  # workspaces kept for reuse: the latest shape's forward and back
 
 
 def organics_scan(
-    drives: torch.Tensor,
+    inputs: torch.Tensor,
+    input_weights: torch.Tensor,
+    rectify_input: bool,
     state0: torch.Tensor,
     rates: torch.Tensor,
     recurrent: torch.Tensor,
@@ -38,31 +46,62 @@ def organics_scan(
     """Final state of the ORGaNICs recurrence: the same numbers as stepping `Organics.step`, to rounding.
 
     Args:
-        drives: (time, batch, 3n) input projections [z, W_bx x, W_b0x x]; state0: (batch, 4n) [y, a, b, b0].
-        rates: (4n,) dt/tau. recurrent: the (n, n) matrix of R(y), unused for "identity". norm: W (n, n).
-        gate: (2n, 2n), maps [y, a] to the gates' pre-activations. sigma: (n,), not differentiated.
-        recurrence: "identity", "linear" or "rectified" (module docstring).
+        inputs: (time, batch, m) the sequence x. input_weights: (3n, m) [W_zx; W_bx; W_b0x], so that the drives are
+            [z, W_bx x, W_b0x x] = x input_weights^T, with z rectified if `rectify_input`.
+        state0: (batch, 4n) [y, a, b, b0]. rates: (4n,) dt/tau. recurrent: the (n, n) matrix of R(y), unused for
+            "identity". norm: W (n, n). gate: (2n, 2n), maps [y, a] to the gates' pre-activations.
+        sigma: (n,), not differentiated. recurrence: "identity", "linear" or "rectified" (module docstring).
     """
-    args = (drives, state0, rates, recurrent, norm, gate, sigma, recurrence)
-    if torch.is_grad_enabled() and any(t.requires_grad for t in args[:6]):
-        return _Scan.apply(*args)
-    return _forward(*args, ws=None)
+    steps = _KernelSteps(inputs.dtype) if backend(inputs) == "cpu-kernels" else _TorchSteps()
+    args = (inputs, input_weights, state0, rates.contiguous(), recurrent, norm, gate, sigma.contiguous())
+    if torch.is_grad_enabled() and any(t.requires_grad for t in args[:7]):
+        return _Scan.apply(*args, recurrence, rectify_input, steps)
+    drives = _project(inputs, input_weights, rectify_input)
+    return _forward(drives, *args[2:], recurrence, steps, ws=None)
 
 
-def _workspace(drives: torch.Tensor, recurrence: str, backward: bool) -> dict[str, torch.Tensor]:
-    """Buffers for one forward (states, h, R(y)) or one backward pass, from the pool or freshly allocated."""
-    steps, batch, width = drives.shape
-    n = width // 3
-    key = (steps, batch, n, drives.dtype, drives.device, recurrence, backward)
+def backend(tensor: torch.Tensor) -> str:
+    """How the engine runs steps on this tensor's device and dtype: "cpu-kernels" or "torch"."""
+    return "cpu-kernels" if cpu_kernels.available(tensor) else "torch"
+
+
+def _project(inputs: torch.Tensor, input_weights: torch.Tensor, rectify: bool,
+             out: torch.Tensor | None = None) -> torch.Tensor:
+    """The drives x input_weights^T, (time, batch, 3n), with [z]+ if `rectify`; into `out` when given."""
+    m = inputs.shape[-1]
+    drives = out if out is not None else inputs.new_empty(*inputs.shape[:-1], input_weights.shape[0])
+    torch.mm(inputs.reshape(-1, m), input_weights.T, out=drives.view(-1, drives.shape[-1]))
+    if rectify:
+        drives[..., : input_weights.shape[0] // 3].relu_()
+    return drives
+
+
+def _workspace(steps: int, batch: int, n: int, like: torch.Tensor, recurrence: str,
+               backward: bool) -> dict[str, torch.Tensor]:
+    """Buffers for one forward or one backward pass, from the pool or freshly allocated. A forward keeps per step the
+    drives, state, h, the input u = [y]+^2 [a]+ of W, and for R the output (unless identity) and input [y]+ (if
+    linear); a backward the drives' gradients and the inputs of the weight gradients."""
+    key = (steps, batch, n, like.dtype, like.device, recurrence, backward)
     ws = _POOL.pop(key, None)
     if ws is not None:
         return ws
-    shapes = {"grad": (2, batch, 4 * n), "grad_rates": (batch, 4 * n), "grad_fa": (steps, batch, n)}
-    if not backward:
-        shapes = {"states": (steps + 1, batch, 4 * n), "h": (steps, batch, 4 * n)}
-    if recurrence != "identity":
-        shapes["grad_recs" if backward else "recs"] = (steps, batch, n)
-    return {name: drives.new_empty(shape) for name, shape in shapes.items()} | {"key": key}
+    per_step = (steps, batch, n)
+    if backward:
+        shapes = {"grad": (2, batch, 4 * n), "grad_drives": (steps, batch, 3 * n), "grad_fa": per_step,
+                  "scratch": (2, batch, n)}
+        if recurrence != "identity":
+            shapes["grad_recs"] = per_step
+    else:
+        shapes = {"drives": (steps, batch, 3 * n), "states": (steps + 1, batch, 4 * n), "h": (steps, batch, 4 * n),
+                  "norm_inputs": per_step}
+        if recurrence != "identity":
+            shapes["recs"] = per_step
+        if recurrence == "linear":
+            shapes["rec_inputs"] = per_step
+    buffers = {name: like.new_empty(shape) for name, shape in shapes.items()}
+    if backward:  # dL/d rates summed over steps and batch, in float64 (200k terms at the paper's shape)
+        buffers["grad_rates"] = like.new_empty(4 * n, dtype=torch.float64)
+    return buffers | {"key": key}
 
 
 def _release(ws: dict[str, torch.Tensor]) -> None:
@@ -71,33 +110,77 @@ def _release(ws: dict[str, torch.Tensor]) -> None:
         _POOL.popitem(last=False)
 
 
-def _forward(drives, state0, rates, recurrent, norm, gate, sigma, recurrence, ws):
-    """Run all steps; with a workspace keep every state, h and R(y) in it, else keep only the running state."""
-    states = ws["states"] if ws else drives.new_empty(2, *state0.shape)
-    h_all = ws["h"] if ws else drives.new_empty(1, *state0.shape)
-    recs = ws.get("recs") if ws else None
+def _forward(drives, state0, rates, recurrent, norm, gate, sigma, recurrence, steps, ws):
+    """Run all steps; with a workspace keep what the backward needs in it, else keep only the running state."""
+    rolling = ws is None
+    if rolling:  # one step's buffers (two states), reused at every step
+        ws = _workspace(1, state0.shape[0], state0.shape[1] // 4, drives, recurrence, backward=False)
+    states = ws["states"]
     states[0] = state0
     for t, d in enumerate(drives):
-        s, s_next = (states[t], states[t + 1]) if ws else (states[t % 2], states[(t + 1) % 2])
-        h, rec = (h_all[t], None if recs is None else recs[t]) if ws else (h_all[0], None)
-        _forward_step(s, d, h, rec, s_next, rates, recurrent, norm, gate, sigma, recurrence)
-    return states[-1] if ws else states[len(drives) % 2].clone()
+        i = 0 if rolling else t
+        s, s_next = (states[t % 2], states[(t + 1) % 2]) if rolling else (states[t], states[t + 1])
+        steps.forward(s, d, ws["h"][i], ws["norm_inputs"][i], ws["rec_inputs"][i] if "rec_inputs" in ws else None,
+                      ws["recs"][i] if "recs" in ws else None, s_next, rates, recurrent, norm, gate, sigma, recurrence)
+    return states[len(drives) % 2].clone() if rolling else states[-1]
 
 
-def _forward_step(s, d, h, rec_out, s_next, rates, recurrent, norm, gate, sigma, recurrence):
-    """One Euler step from s into s_next, writing h (and R(y) into rec_out unless None)."""
+class _KernelSteps:
+    """Steps as three torch matmuls and the fused C kernels around them: CPU, float32 or float64."""
+
+    def __init__(self, dtype: torch.dtype) -> None:
+        self.lib = cpu_kernels.load(dtype)
+
+    def forward(self, s, d, h, u, y_pos, rec, s_next, rates, recurrent, norm, gate, sigma, recurrence):
+        """One Euler step from s into s_next, writing h, u = [y]+^2 [a]+, [y]+ (unless None) and R(y) (unless None)."""
+        batch, n = s.shape[0], s.shape[1] // 4
+        self.lib.forward_prepare(batch, n, s.data_ptr(), _ptr(y_pos), u.data_ptr())
+        if recurrence != "identity":
+            torch.mm(s[:, :n] if y_pos is None else y_pos, recurrent.T, out=rec)
+        torch.mm(u, norm.T, out=h[:, n : 2 * n])
+        torch.addmm(d[:, n:], s[:, : 2 * n], gate.T, out=h[:, 2 * n :]).sigmoid_()
+        self.lib.forward_finish(batch, n, s.data_ptr(), d.data_ptr(), h.data_ptr(), _ptr(rec),
+                                recurrence == "rectified", sigma.data_ptr(), rates.data_ptr(), s_next.data_ptr())
+
+    def backward(self, grad_next, s, h, rec, d, grad, grad_d, grad_rec, grad_fa, grad_rates, rates, recurrent, norm,
+                 gate, sigma, recurrence, scratch):
+        """Gradient through one step, as `_torch_backward_step`."""
+        batch, n = s.shape[0], s.shape[1] // 4
+        rectified = recurrence == "rectified"
+        self.lib.backward_prepare(batch, n, grad_next.data_ptr(), s.data_ptr(), h.data_ptr(), d.data_ptr(),
+                                  _ptr(rec), rectified, rates.data_ptr(), sigma.data_ptr(), grad.data_ptr(),
+                                  grad_d.data_ptr(), _ptr(grad_rec), grad_fa.data_ptr(), grad_rates.data_ptr())
+        g_u, g_r = scratch
+        torch.mm(grad_fa, norm, out=g_u)
+        if grad_rec is not None:
+            torch.mm(grad_rec, recurrent, out=g_r)
+        grad[:, : 2 * n].addmm_(grad_d[:, n:], gate)
+        self.lib.backward_finish(batch, n, grad_next.data_ptr(), s.data_ptr(), _ptr(rec), rectified,
+                                 rates.data_ptr(), g_u.data_ptr(), None if grad_rec is None else g_r.data_ptr(),
+                                 grad.data_ptr())
+
+
+def _ptr(tensor: torch.Tensor | None) -> int | None:
+    return None if tensor is None else tensor.data_ptr()
+
+
+def _torch_forward_step(s, d, h, u, y_pos, rec, s_next, rates, recurrent, norm, gate, sigma, recurrence):
+    """One Euler step from s into s_next, writing h, u = [y]+^2 [a]+, [y]+ (unless None) and R(y) (unless None)."""
     n = s.shape[1] // 4
-    y, b, b0 = s[:, :n], s[:, 2 * n : 3 * n], s[:, 3 * n :]
-    pos = s[:, : 2 * n].relu()  # [y]+, [a]+
-    y_pos, a_pos = pos[:, :n], pos[:, n:]
+    y, a, b, b0 = s.split(n, 1)
+    if y_pos is None:
+        y_pos = y.relu()
+    else:
+        torch.clamp_min(y, 0.0, out=y_pos)
+    a_pos = a.relu()
     if recurrence == "identity":
         rec = y_pos
     elif recurrence == "rectified":
-        rec = torch.mm(y, recurrent.T, out=rec_out).relu_()
+        torch.mm(y, recurrent.T, out=rec).relu_()
     else:
-        rec = torch.mm(y_pos, recurrent.T, out=rec_out)
+        torch.mm(y_pos, recurrent.T, out=rec)
     torch.mul(b, d[:, :n], out=h[:, :n]).addcmul_(torch.rsub(a_pos.sqrt(), 1.0), rec)
-    torch.addmm((b0 * sigma).square_(), y_pos.square().mul_(a_pos), norm.T, out=h[:, n : 2 * n])
+    torch.addmm((b0 * sigma).square_(), torch.mul(y_pos.square(), a_pos, out=u), norm.T, out=h[:, n : 2 * n])
     torch.addmm(d[:, n:], s[:, : 2 * n], gate.T, out=h[:, 2 * n :]).sigmoid_()
     torch.lerp(s, h, rates, out=s_next)  # s + rates * (h - s)
 
@@ -106,46 +189,54 @@ class _Scan(torch.autograd.Function):
     """`organics_scan` with the backward through time written out."""
 
     @staticmethod
-    def forward(ctx, drives, state0, rates, recurrent, norm, gate, sigma, recurrence):
-        ws = _workspace(drives, recurrence, backward=False)
-        final = _forward(drives, state0, rates, recurrent, norm, gate, sigma, recurrence, ws).clone()
-        ctx.recurrence, ctx.ws = recurrence, ws
-        ctx.save_for_backward(drives, rates, recurrent, norm, gate, sigma)
+    def forward(ctx, inputs, input_weights, state0, rates, recurrent, norm, gate, sigma, recurrence, rectify, steps):
+        batch, n = state0.shape[0], state0.shape[1] // 4
+        ws = _workspace(inputs.shape[0], batch, n, inputs, recurrence, backward=False)
+        drives = _project(inputs, input_weights, rectify, out=ws["drives"])
+        final = _forward(drives, state0, rates, recurrent, norm, gate, sigma, recurrence, steps, ws).clone()
+        ctx.recurrence, ctx.rectify, ctx.ws, ctx.steps = recurrence, rectify, ws, steps
+        ctx.save_for_backward(inputs, input_weights, rates, recurrent, norm, gate, sigma)
         return final
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_final):
-        drives, rates, recurrent, norm, gate, sigma = ctx.saved_tensors
+        inputs, input_weights, rates, recurrent, norm, gate, sigma = ctx.saved_tensors
         recurrence, fwd = ctx.recurrence, ctx.ws
         if fwd is None:
             raise RuntimeError("the ORGaNICs engine frees its buffers after a backward; retain_graph is unsupported")
-        bwd = _workspace(drives, recurrence, backward=True)
-        states, h_all = fwd["states"], fwd["h"]
         n = rates.shape[0] // 4
-        grad_drives = torch.empty_like(drives)
+        bwd = _workspace(inputs.shape[0], grad_final.shape[0], n, inputs, recurrence, backward=True)
+        states, h_all, drives = fwd["states"], fwd["h"], fwd["drives"]
+        grad_drives = bwd["grad_drives"]
         grad_rates = bwd["grad_rates"].zero_()
-        two_sigma2 = 2.0 * sigma.square()
-        grad_next = grad_final
-        for t in reversed(range(drives.shape[0])):
+        grad_next = grad_final.contiguous()
+        for t in reversed(range(inputs.shape[0])):
             grad = bwd["grad"][t % 2]
             rec = fwd["recs"][t] if "recs" in fwd else None
             grad_rec = bwd["grad_recs"][t] if "grad_recs" in bwd else None
-            _backward_step(grad_next, states[t], h_all[t], rec, drives[t], grad, grad_drives[t], grad_rec,
-                           bwd["grad_fa"][t], grad_rates, rates, recurrent, norm, gate, two_sigma2, recurrence)
+            ctx.steps.backward(grad_next, states[t], h_all[t], rec, drives[t], grad, grad_drives[t], grad_rec,
+                               bwd["grad_fa"][t], grad_rates, rates, recurrent, norm, gate, sigma, recurrence,
+                               bwd["scratch"])
             grad_next = grad
-        inputs = states[:-1]
-        y_all, a_all = inputs[..., :n], inputs[..., n : 2 * n]
+        if ctx.rectify:  # z = [W_zx x]+: no gradient where it is 0
+            _threshold_backward.grad_input(grad_drives[..., :n], drives[..., :n], 0, grad_input=grad_drives[..., :n])
+        prev = states[:-1]
         grad_recurrent = None
         if recurrence != "identity":
-            grad_recurrent = _weight_grad(bwd["grad_recs"], y_all if recurrence == "rectified" else y_all.relu())
+            rec_inputs = fwd["rec_inputs"] if recurrence == "linear" else prev[..., :n]
+            grad_recurrent = _weight_grad(bwd["grad_recs"], rec_inputs)
+        grad_inputs = grad_drives @ input_weights if ctx.needs_input_grad[0] else None
         grads = (
-            grad_drives,
+            grad_inputs,
+            _weight_grad(grad_drives, inputs),
             grad_next.clone(),
-            grad_rates.sum(0),
+            grad_rates.to(rates.dtype),
             grad_recurrent,
-            _weight_grad(bwd["grad_fa"], y_all.relu().square_().mul_(a_all.relu())),
-            _weight_grad(grad_drives[..., n:], inputs[..., : 2 * n]),
+            _weight_grad(bwd["grad_fa"], fwd["norm_inputs"]),
+            _weight_grad(grad_drives[..., n:], prev[..., : 2 * n]),
+            None,
+            None,
             None,
             None,
         )
@@ -155,13 +246,13 @@ class _Scan(torch.autograd.Function):
         return grads
 
 
-def _backward_step(grad_next, s, h, rec, d, grad, grad_d, grad_rec, grad_fa, grad_rates, rates, recurrent, norm, gate,
-                   two_sigma2, recurrence):
+def _torch_backward_step(grad_next, s, h, rec, d, grad, grad_d, grad_rec, grad_fa, grad_rates, rates, recurrent, norm,
+                         gate, sigma, recurrence, scratch):
     """Gradient through one step: grad of s from grad_next; writes grad_d (drive), grad_rec (R's output), grad_fa
-    (f_a) and adds into grad_rates."""
+    (f_a) and adds into grad_rates; `scratch` is unused."""
     n = s.shape[1] // 4
     y, a, b, b0 = s.split(n, 1)
-    grad_rates.addcmul_(grad_next, h - s)
+    grad_rates.add_((grad_next * (h - s)).sum(0))
     gf = grad_next * rates  # gradient with respect to f = h - s
     gf_y, gf_a, gf_g = gf[:, :n], gf[:, n : 2 * n], gf[:, 2 * n :]
     torch.sub(grad_next, gf, out=grad)
@@ -176,7 +267,7 @@ def _backward_step(grad_next, s, h, rec, d, grad, grad_d, grad_rec, grad_fa, gra
     g_rec = torch.addcmul(gf_y, gf_y, sqrt_a, value=-1.0, out=grad_rec)
     # h_a = (b0 sigma)^2 + ([y]+^2 [a]+) W^T; [a]+ also enters h_y through sqrt
     g_u = gf_a @ norm
-    grad[:, 3 * n :].addcmul_(gf_a, b0 * two_sigma2)
+    grad[:, 3 * n :].addcmul_(gf_a, b0 * sigma.square() * 2.0)
     g_a_pos = torch.addcdiv(g_u * y_pos.square(), gf_y * rec, sqrt_a, value=-0.5)
     if recurrence == "linear":
         g_y_pos = (g_rec @ recurrent).addcmul_(g_u, y_pos * a_pos, value=2.0)
@@ -196,3 +287,10 @@ def _backward_step(grad_next, s, h, rec, d, grad, grad_d, grad_rec, grad_fa, gra
 def _weight_grad(grad_out: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
     """Sum over steps and batch of grad_out^T inputs: the gradient of M in out = inputs M^T."""
     return grad_out.reshape(-1, grad_out.shape[-1]).T @ inputs.reshape(-1, inputs.shape[-1])
+
+
+class _TorchSteps:
+    """Steps written as torch operations: any device."""
+
+    forward = staticmethod(_torch_forward_step)
+    backward = staticmethod(_torch_backward_step)

@@ -32,6 +32,7 @@ from torch import nn
 
 from organics_bench.models.autoencoder import AutoencodedClassifier
 from organics_bench.models.base import DynamicalModel
+from organics_bench.models.ssn_engine import ssn_scan
 
 COUPLING = {"EE": 1.25, "EI": 0.65, "IE": 1.2, "II": 0.5}  # |J_post,pre| of the two-population SSN
 JITTER = 0.5
@@ -133,12 +134,11 @@ class SSN(_ReadsExcitatoryRates, DynamicalModel):
         return self.rate_readout(state)
 
     def run_steps(self, x: torch.Tensor) -> torch.Tensor:
-        """The `step` loop with the weights formed and all input drives projected once."""
-        W, drives = self.circuit.weights(), self.circuit.input(x)
-        state = self.initial_state(x.shape[0])
-        for t in range(x.shape[1]):
-            state = self.circuit.step(state, drives[:, t], W)
-        return state
+        """The `step` loop's numbers from the sequence engine (`ssn_engine`): weights formed and all input drives
+        projected once."""
+        c = self.circuit
+        drives = c.input(x.transpose(0, 1))  # time-major
+        return ssn_scan(drives, self.initial_state(x.shape[0]), c.weights(), c.dt_tau, c.k, c.power)
 
 
 class SSNStatic(_ReadsExcitatoryRates, AutoencodedClassifier):
@@ -159,10 +159,9 @@ class SSNStatic(_ReadsExcitatoryRates, AutoencodedClassifier):
 
     def settle(self, code: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(u after `steps` Euler steps from 0, drive h, weights W) for a code (batch, code_size)."""
-        W, h = self.circuit.weights(), self.circuit.input(code)
-        u = torch.zeros_like(h)
-        for _ in range(self.steps):
-            u = self.circuit.step(u, h, W)
+        c = self.circuit
+        W, h = c.weights(), c.input(code)
+        u = ssn_scan(h.expand(self.steps, *h.shape), torch.zeros_like(h), W, c.dt_tau, c.k, c.power)
         return u, h, W
 
     def classify(self, code: torch.Tensor) -> torch.Tensor:

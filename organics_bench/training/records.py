@@ -35,7 +35,13 @@ def environment(device: str) -> dict:
         "hardware": hardware,
         "host": platform.node(),
         "platform": platform.platform(),
+        "flush_denormal": _flushes_denormals(),
     }
+
+
+def _flushes_denormals() -> bool:
+    """Whether this thread's CPU arithmetic treats subnormal floats as zero (torch.set_flush_denormal)."""
+    return torch.tensor([1e-39], dtype=torch.float32).mul(1.0).item() == 0.0
 
 
 def build_record(*, identity: dict, summary: dict, n_params: int, epochs_planned: int, command: str,

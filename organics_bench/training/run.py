@@ -40,6 +40,7 @@ def train(cfg: DictConfig) -> dict:
     settings = TrainerSettings(**resolved["trainer"])
     if settings.num_threads:
         torch.set_num_threads(settings.num_threads)
+    torch.set_flush_denormal(settings.flush_denormal)
 
     task = instantiate(cfg.task, _convert_="all")
     spec = task.spec

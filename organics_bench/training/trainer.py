@@ -38,6 +38,7 @@ class TrainerSettings:
     limit_eval_batches: int | None = None
     progress_bar: bool = True
     num_threads: int | None = None
+    flush_denormal: bool = True
 
 
 class Diverged(Exception):

@@ -1,0 +1,32 @@
+"""scripts/bench_throughput.py end to end on a tiny shape: every method timed, ratios, memory, the written record."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_benchmark_writes_its_record_and_table(tmp_path):
+    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_throughput.py"), "--shapes", "12:3:6",
+                             "--repeats", "2", "--naive-repeats", "1", "--out", str(tmp_path)],
+                            capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "device: cpu" in result.stdout
+    (json_path,), (md_path,) = tmp_path.glob("*.json"), tmp_path.glob("*.md")
+    record = json.loads(json_path.read_text())
+    assert record["engine_backend"] == "cpu-kernels" and record["flush_denormal"] is True
+    assert record["device"] == "cpu" and record["threads"] == 1 and record["git_revision"]
+    (case,) = record["cases"]
+    assert (case["steps"], case["batch"], case["units"]) == (12, 3, 6)
+    results = case["results"]
+    assert set(results) == {"naive", "engine", "lstm", "ssn-naive", "ssn", "matmuls"}
+    for method, timing in results.items():
+        assert timing["runs"] == (1 if method in ("naive", "ssn-naive") else 2), method
+        assert 0 < timing["min_s"] <= timing["median_s"] <= timing["max_s"], method
+        assert method == "matmuls" or timing["peak_mb"] >= 0, method
+    assert case["speedup_vs_naive"] == results["naive"]["median_s"] / results["engine"]["median_s"]
+    assert case["engine_over_lstm"] == results["engine"]["median_s"] / results["lstm"]["median_s"]
+    assert case["speedup_bound_by_matmuls"] == results["naive"]["median_s"] / results["matmuls"]["median_s"]
+    table = md_path.read_text()
+    assert "| 12 x 3 x 6 |" in table and "cpu-kernels" in table
