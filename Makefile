@@ -41,7 +41,7 @@ smoke: install ## One tiny epoch of every sequence model on sMNIST (bundled digi
 	$(BIN)/organics-bench -m debug=smoke model=organics,organics_fixed_tau,lstm,gru,rnn,ssn task=smnist \
 		task.source=bundled task.image_size=14
 
-bench: install ## Throughput: ORGaNICs per-step vs engine vs nn.LSTM vs SSN side by side -> results/bench/
+bench: install ## Throughput: ORGaNICs per-step vs engine vs nn.LSTM, SSN per-step vs engine, side by side -> results/bench/
 	$(PY) scripts/bench_throughput.py
 
 theory: install ## Every stability experiment of the paper: figures and JSON under results/theory/ (CPU, minutes)
