@@ -2,9 +2,9 @@
 
 Writing the derivative as f = h(state, drive) - state, one step is state + rates * f with
 h = [b z + (1 - sqrt[a]+) R(y),  (b0 sigma)^2 + ([y]+^2 [a]+) W^T,  sigmoid(gate drive + [y, a] G^T)].
-The forward pass keeps per step only the state, h and R(y); the backward pass walks the steps in reverse doing only
-the products that carry the gradient to the previous state, and forms each weight's gradient at the end with one
-large matrix multiply over all steps. Equations and state layout: `organics_bench.models.organics`.
+The forward pass projects all inputs at once and keeps per step the drives, state, h, R(y) and the inputs of R and W;
+the backward pass walks the steps in reverse doing only the products that carry the gradient to the previous state,
+and forms each weight's gradient at the end with one large matrix multiply over all steps. Equations and state layout: `organics_bench.models.organics`.
 
 Every per-step result goes into buffers allocated once per shape and kept for later calls (a pool of two): writing
 freshly allocated memory at every step costs page faults (about 15% of the engine's time on a 2-core CPU). A
