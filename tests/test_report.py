@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 from organics_bench.report import main
+from organics_bench.training.records import git_revision
 
 SCRIPT = Path(sys.executable).parent / "organics-bench-report"
 
@@ -37,3 +38,21 @@ def test_report_counts_diverged_runs_and_writes_table_and_figure(tmp_path, capsy
 def test_report_on_an_empty_folder_is_one_line(tmp_path):
     result = subprocess.run([str(SCRIPT), str(tmp_path)], capture_output=True, text=True)
     assert result.returncode == 2 and result.stderr.strip().startswith("error: no results records")
+
+
+def test_git_revision_marks_code_changes_dirty_but_not_regenerated_results(tmp_path):
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / "code.py").write_text("x = 1\n")
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "run.json").write_text("{}\n")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init")
+    clean = git_revision(tmp_path / "results")
+    assert len(clean) == 40 and not clean.endswith("+dirty")
+    (tmp_path / "results" / "run.json").write_text('{"acc": 1}\n')
+    assert git_revision(tmp_path) == clean
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert git_revision(tmp_path / "results") == clean + "+dirty"

@@ -13,12 +13,14 @@ SCHEMA_VERSION = 1
 
 
 def git_revision(directory: Path) -> str:
-    """`git rev-parse HEAD` of the checkout holding `directory`, with "+dirty" for uncommitted changes."""
+    """`git rev-parse HEAD` of the checkout holding `directory`, with "+dirty" for uncommitted changes to tracked files
+    outside results/ (the committed outputs, which regenerating rewrites, are not code)."""
     try:
         rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=directory, capture_output=True, text=True,
                              timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=directory,
-                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ":(top)",
+                                ":(top,exclude)results"], cwd=directory, capture_output=True, text=True, timeout=10,
+                               check=True).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return rev + ("+dirty" if dirty else "")
