@@ -80,16 +80,17 @@ def make_case(method: str, steps: int, batch: int, units: int, device: str):
 def matmul_floor_case(steps: int, batch: int, units: int, device: str):
     """A zero-argument function doing only the ORGaNICs engine's matrix multiplies for one forward + backward (the
     spectral_norm recurrence, d_input = 1), on cache-resident operands: a lower bound on the engine's time."""
-    n, rows = units, steps * batch
+    n = units
     torch.manual_seed(0)
 
     def mat(*shape: int) -> torch.Tensor:
         return torch.randn(*shape, device=device)
 
+    inputs, input_weights, drives = mat(steps * batch, 1), mat(3 * n, 1), mat(steps * batch, 3 * n)
     small, square, gate_in, gate_w = mat(batch, n), mat(n, n), mat(batch, 2 * n), mat(2 * n, 2 * n)
     small_out, gate_out = torch.empty_like(small), torch.empty_like(gate_in)
-    inputs, input_weights, drives = mat(rows, 1), mat(3 * n, 1), mat(rows, 3 * n)
-    per_step_grads, gate_grads = mat(rows, n), mat(rows, 2 * n)
+    x_t, grad_d = mat(batch, 1), mat(batch, 3 * n)
+    grad_in, grad_square, grad_gate = (torch.zeros_like(w) for w in (input_weights, square, gate_w))
 
     def matmuls() -> None:
         torch.mm(inputs, input_weights.T, out=drives)  # input projection
@@ -98,9 +99,10 @@ def matmul_floor_case(steps: int, batch: int, units: int, device: str):
                 torch.mm(small, square, out=small_out)
                 torch.mm(small, square, out=small_out)
                 torch.addmm(gate_in, gate_in, gate_w, out=gate_out)
-        for grad in (per_step_grads, per_step_grads, gate_grads):  # weight gradients over all steps: R, W, G
-            grad.T @ grad
-        drives.T @ inputs  # input weights' gradient
+            grad_in.addmm_(grad_d.T, x_t)  # the step's share of the weight gradients: input weights, W, R, G
+            grad_square.addmm_(small.T, small)
+            grad_square.addmm_(small.T, small)
+            grad_gate.addmm_(gate_in.T, gate_in)
         if device.startswith("cuda"):
             torch.cuda.synchronize()
 

@@ -28,7 +28,7 @@ _P, _L, _I = ctypes.c_void_p, ctypes.c_long, ctypes.c_int
 SIGNATURES = {
     "forward_prepare": [_L, _L, _P, _P, _P],
     "forward_finish": [_L, _L, _P, _P, _P, _P, _I, _P, _P, _P],
-    "backward_prepare": [_L, _L, _P, _P, _P, _P, _P, _I, _P, _P, _P, _P, _P, _P, _P],
+    "backward_prepare": [_L, _L, _P, _P, _P, _P, _P, _I, _P, _P, _P, _P, _P, _P, _P, _P, _P],
     "backward_finish": [_L, _L, _P, _P, _P, _I, _P, _P, _P, _P],
 }
 

@@ -2,17 +2,20 @@
 
 Writing the derivative as f = h(state, drive) - state, one step is state + rates * f with
 h = [b z + (1 - sqrt[a]+) R(y),  (b0 sigma)^2 + ([y]+^2 [a]+) W^T,  sigmoid(gate drive + [y, a] G^T)].
-The forward pass projects all inputs at once and keeps per step the drives, state, h, R(y) and the inputs of R and W;
-the backward pass walks the steps in reverse doing only the products that carry the gradient to the previous state,
-and forms each weight's gradient at the end with one large matrix multiply over all steps. Equations and state layout: `organics_bench.models.organics`.
+The forward pass projects all inputs at once and keeps per step only the drives, state, h and R(y); the backward
+pass walks the steps in reverse doing only the products that carry the gradient to the previous state, and adds each
+step's share to the weight gradients while its operands are still in cache. Equations and state layout:
+`organics_bench.models.organics`.
 
-Every per-step result goes into buffers allocated once per shape and kept for later calls (a pool of two): writing
-freshly allocated memory at every step costs page faults (about 15% of the engine's time on a 2-core CPU). A
-forward's buffers return to the pool after its backward, so a second backward through one graph is refused.
+Every buffer is allocated once per shape and kept for later calls (a pool of two workspaces): writing freshly
+allocated memory costs page faults, and per-step activations written out and read back cost memory bandwidth, the
+two things that bound the engine beside its matrix multiplies on a CPU. A forward's buffers return to the pool after
+its backward, so a second backward through one graph is refused.
 
 On the CPU the element-wise work of each step runs in fused C kernels (`organics_kernels.c`, built once per machine
-by `cpu_kernels`): per step, three matmuls plus two passes over memory each way instead of about forty torch
-operations. Elsewhere (CUDA), or where no C compiler works, the same steps run as torch operations.
+by `cpu_kernels`): per step, two passes over memory each way around the matmuls (three forward; backward, three
+for the state's gradient and three or four adding into weight gradients) instead of about forty torch operations.
+Elsewhere (CUDA), or where no C compiler works, the same steps run as torch operations.
 
 `recurrence` names the form of R(y): "identity" ([y]+), "linear" ([y]+ R^T) or "rectified" ([y R^T]+).
 """
@@ -79,25 +82,20 @@ def _project(inputs: torch.Tensor, input_weights: torch.Tensor, rectify: bool,
 def _workspace(steps: int, batch: int, n: int, like: torch.Tensor, recurrence: str,
                backward: bool) -> dict[str, torch.Tensor]:
     """Buffers for one forward or one backward pass, from the pool or freshly allocated. A forward keeps per step the
-    drives, state, h, the input u = [y]+^2 [a]+ of W, and for R the output (unless identity) and input [y]+ (if
-    linear); a backward the drives' gradients and the inputs of the weight gradients."""
+    drives, state, h and R(y) (unless identity); everything else, and all of a backward, lives one step at a time."""
     key = (steps, batch, n, like.dtype, like.device, recurrence, backward)
     ws = _POOL.pop(key, None)
     if ws is not None:
         return ws
-    per_step = (steps, batch, n)
+    # "inputs" holds what the matmuls of W and R take, u = [y]+^2 [a]+ and [y]+; "products" the backward's gf_a W, g R
+    shapes = {"inputs": (2, batch, n)}
     if backward:
-        shapes = {"grad": (2, batch, 4 * n), "grad_drives": (steps, batch, 3 * n), "grad_fa": per_step,
-                  "scratch": (2, batch, n)}
-        if recurrence != "identity":
-            shapes["grad_recs"] = per_step
+        shapes |= {"grad": (2, batch, 4 * n), "grad_drives": (batch, 3 * n), "grad_fa": (batch, n),
+                   "grad_rec": (batch, n), "products": (2, batch, n)}
     else:
-        shapes = {"drives": (steps, batch, 3 * n), "states": (steps + 1, batch, 4 * n), "h": (steps, batch, 4 * n),
-                  "norm_inputs": per_step}
+        shapes |= {"drives": (steps, batch, 3 * n), "states": (steps + 1, batch, 4 * n), "h": (steps, batch, 4 * n)}
         if recurrence != "identity":
-            shapes["recs"] = per_step
-        if recurrence == "linear":
-            shapes["rec_inputs"] = per_step
+            shapes["recs"] = (steps, batch, n)
     buffers = {name: like.new_empty(shape) for name, shape in shapes.items()}
     if backward:  # dL/d rates summed over steps and batch, in float64 (200k terms at the paper's shape)
         buffers["grad_rates"] = like.new_empty(4 * n, dtype=torch.float64)
@@ -115,13 +113,14 @@ def _forward(drives, state0, rates, recurrent, norm, gate, sigma, recurrence, st
     rolling = ws is None
     if rolling:  # one step's buffers (two states), reused at every step
         ws = _workspace(1, state0.shape[0], state0.shape[1] // 4, drives, recurrence, backward=False)
-    states = ws["states"]
+    states, (u, y_pos) = ws["states"], ws["inputs"]
+    y_pos = y_pos if recurrence == "linear" else None
     states[0] = state0
     for t, d in enumerate(drives):
         i = 0 if rolling else t
         s, s_next = (states[t % 2], states[(t + 1) % 2]) if rolling else (states[t], states[t + 1])
-        steps.forward(s, d, ws["h"][i], ws["norm_inputs"][i], ws["rec_inputs"][i] if "rec_inputs" in ws else None,
-                      ws["recs"][i] if "recs" in ws else None, s_next, rates, recurrent, norm, gate, sigma, recurrence)
+        steps.forward(s, d, ws["h"][i], u, y_pos, ws["recs"][i] if "recs" in ws else None, s_next, rates, recurrent,
+                      norm, gate, sigma, recurrence)
     return states[len(drives) % 2].clone() if rolling else states[-1]
 
 
@@ -143,14 +142,15 @@ class _KernelSteps:
                                 recurrence == "rectified", sigma.data_ptr(), rates.data_ptr(), s_next.data_ptr())
 
     def backward(self, grad_next, s, h, rec, d, grad, grad_d, grad_rec, grad_fa, grad_rates, rates, recurrent, norm,
-                 gate, sigma, recurrence, scratch):
+                 gate, sigma, recurrence, products, u, y_pos):
         """Gradient through one step, as `_torch_backward_step`."""
         batch, n = s.shape[0], s.shape[1] // 4
         rectified = recurrence == "rectified"
         self.lib.backward_prepare(batch, n, grad_next.data_ptr(), s.data_ptr(), h.data_ptr(), d.data_ptr(),
                                   _ptr(rec), rectified, rates.data_ptr(), sigma.data_ptr(), grad.data_ptr(),
-                                  grad_d.data_ptr(), _ptr(grad_rec), grad_fa.data_ptr(), grad_rates.data_ptr())
-        g_u, g_r = scratch
+                                  grad_d.data_ptr(), _ptr(grad_rec), grad_fa.data_ptr(), grad_rates.data_ptr(),
+                                  u.data_ptr(), _ptr(y_pos))
+        g_u, g_r = products
         torch.mm(grad_fa, norm, out=g_u)
         if grad_rec is not None:
             torch.mm(grad_rec, recurrent, out=g_r)
@@ -208,33 +208,34 @@ class _Scan(torch.autograd.Function):
         n = rates.shape[0] // 4
         bwd = _workspace(inputs.shape[0], grad_final.shape[0], n, inputs, recurrence, backward=True)
         states, h_all, drives = fwd["states"], fwd["h"], fwd["drives"]
-        grad_drives = bwd["grad_drives"]
+        grad_d, grad_fa = bwd["grad_drives"], bwd["grad_fa"]
+        grad_rec = bwd["grad_rec"] if recurrence != "identity" else None
+        u, y_pos = bwd["inputs"]
+        rec_input = y_pos if recurrence == "linear" else None
         grad_rates = bwd["grad_rates"].zero_()
+        weight_grads = [torch.zeros_like(w) for w in (input_weights, norm, gate, recurrent)]
+        grad_inputs = torch.empty_like(inputs) if ctx.needs_input_grad[0] else None
         grad_next = grad_final.contiguous()
         for t in reversed(range(inputs.shape[0])):
-            grad = bwd["grad"][t % 2]
+            grad, s = bwd["grad"][t % 2], states[t]
             rec = fwd["recs"][t] if "recs" in fwd else None
-            grad_rec = bwd["grad_recs"][t] if "grad_recs" in bwd else None
-            ctx.steps.backward(grad_next, states[t], h_all[t], rec, drives[t], grad, grad_drives[t], grad_rec,
-                               bwd["grad_fa"][t], grad_rates, rates, recurrent, norm, gate, sigma, recurrence,
-                               bwd["scratch"])
+            ctx.steps.backward(grad_next, s, h_all[t], rec, drives[t], grad, grad_d, grad_rec, grad_fa, grad_rates,
+                               rates, recurrent, norm, gate, sigma, recurrence, bwd["products"], u, rec_input)
+            if ctx.rectify:  # z = [W_zx x]+: no gradient where it is 0
+                _threshold_backward.grad_input(grad_d[:, :n], drives[t, :, :n], 0, grad_input=grad_d[:, :n])
+            _accumulate_weight_grads(weight_grads, inputs[t], grad_d, u, grad_fa, s, grad_rec, rec_input, n)
+            if grad_inputs is not None:
+                torch.mm(grad_d, input_weights, out=grad_inputs[t])
             grad_next = grad
-        if ctx.rectify:  # z = [W_zx x]+: no gradient where it is 0
-            _threshold_backward.grad_input(grad_drives[..., :n], drives[..., :n], 0, grad_input=grad_drives[..., :n])
-        prev = states[:-1]
-        grad_recurrent = None
-        if recurrence != "identity":
-            rec_inputs = fwd["rec_inputs"] if recurrence == "linear" else prev[..., :n]
-            grad_recurrent = _weight_grad(bwd["grad_recs"], rec_inputs)
-        grad_inputs = grad_drives @ input_weights if ctx.needs_input_grad[0] else None
+        grad_input_weights, grad_norm, grad_gate, grad_recurrent = weight_grads
         grads = (
             grad_inputs,
-            _weight_grad(grad_drives, inputs),
+            grad_input_weights,
             grad_next.clone(),
             grad_rates.to(rates.dtype),
-            grad_recurrent,
-            _weight_grad(bwd["grad_fa"], fwd["norm_inputs"]),
-            _weight_grad(grad_drives[..., n:], prev[..., : 2 * n]),
+            grad_recurrent if recurrence != "identity" else None,
+            grad_norm,
+            grad_gate,
             None,
             None,
             None,
@@ -247,9 +248,10 @@ class _Scan(torch.autograd.Function):
 
 
 def _torch_backward_step(grad_next, s, h, rec, d, grad, grad_d, grad_rec, grad_fa, grad_rates, rates, recurrent, norm,
-                         gate, sigma, recurrence, scratch):
-    """Gradient through one step: grad of s from grad_next; writes grad_d (drive), grad_rec (R's output), grad_fa
-    (f_a) and adds into grad_rates; `scratch` is unused."""
+                         gate, sigma, recurrence, products, u, y_pos_out):
+    """Gradient through one step: grad of s from grad_next; writes grad_d (drive), grad_rec (R's output, unless None),
+    grad_fa (f_a), the step's u = [y]+^2 [a]+ and [y]+ (unless None), and adds into grad_rates; `products` is
+    unused."""
     n = s.shape[1] // 4
     y, a, b, b0 = s.split(n, 1)
     grad_rates.add_((grad_next * (h - s)).sum(0))
@@ -259,6 +261,9 @@ def _torch_backward_step(grad_next, s, h, rec, d, grad, grad_d, grad_rec, grad_f
     grad_fa.copy_(gf_a)
     pos = s[:, : 2 * n].relu()
     y_pos, a_pos = pos[:, :n], pos[:, n:]
+    torch.mul(y_pos.square(), a_pos, out=u)
+    if y_pos_out is not None:
+        y_pos_out.copy_(y_pos)
     sqrt_a = a_pos.sqrt()
     rec = y_pos if recurrence == "identity" else rec
     # h_y = b z + (1 - sqrt[a]+) R(y)
@@ -284,9 +289,14 @@ def _torch_backward_step(grad_next, s, h, rec, d, grad, grad_d, grad_rec, grad_f
     grad[:, : 2 * n].addmm_(g_gate, gate)
 
 
-def _weight_grad(grad_out: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
-    """Sum over steps and batch of grad_out^T inputs: the gradient of M in out = inputs M^T."""
-    return grad_out.reshape(-1, grad_out.shape[-1]).T @ inputs.reshape(-1, inputs.shape[-1])
+def _accumulate_weight_grads(weight_grads, x, grad_d, u, grad_fa, s, grad_rec, rec_input, n) -> None:
+    """Add one step's terms g^T input to the gradients of [input weights, W, G, R] (out = input M^T for each)."""
+    grad_input_weights, grad_norm, grad_gate, grad_recurrent = weight_grads
+    grad_input_weights.addmm_(grad_d.T, x)
+    grad_norm.addmm_(grad_fa.T, u)
+    grad_gate.addmm_(grad_d[:, n:].T, s[:, : 2 * n])
+    if grad_rec is not None:
+        grad_recurrent.addmm_(grad_rec.T, s[:, :n] if rec_input is None else rec_input)
 
 
 class _TorchSteps:

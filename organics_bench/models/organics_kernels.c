@@ -17,15 +17,18 @@
 
 static inline REAL pos(REAL v) { return v < 0 ? 0 : v; } /* NaN stays NaN, as in torch.relu */
 
+/* u = [y]+^2 [a]+ and, unless y_pos is NULL, [y]+ for one row: the inputs of the products with W and R. */
+static inline void write_inputs(long n, const REAL *restrict y, const REAL *restrict a, REAL *restrict u,
+                                REAL *restrict y_pos) {
+    for (long j = 0; j < n; j++) u[j] = pos(y[j]) * pos(y[j]) * pos(a[j]);
+    if (y_pos)
+        for (long j = 0; j < n; j++) y_pos[j] = pos(y[j]);
+}
+
 /* Before the step's matmuls: u = [y]+^2 [a]+ (the input of W) and y_pos = [y]+ (the input of R; skipped if NULL). */
 void forward_prepare(long batch, long n, const REAL *restrict s, REAL *restrict y_pos, REAL *restrict u) {
-    for (long i = 0; i < batch; i++) {
-        const REAL *restrict y = s + i * 4 * n, *restrict a = y + n;
-        REAL *restrict u_i = u + i * n;
-        for (long j = 0; j < n; j++) u_i[j] = pos(y[j]) * pos(y[j]) * pos(a[j]);
-        if (y_pos)
-            for (long j = 0; j < n; j++) y_pos[i * n + j] = pos(y[j]);
-    }
+    for (long i = 0; i < batch; i++)
+        write_inputs(n, s + i * 4 * n, s + i * 4 * n + n, u + i * n, y_pos ? y_pos + i * n : NULL);
 }
 
 /* After them (h_a = u W^T, h_g = sigmoid(gate drive + [y, a] G^T), rec = the matmul of R): completes
@@ -54,11 +57,13 @@ void forward_finish(long batch, long n, const REAL *restrict s, const REAL *rest
 /* Backward through one step, before its matmuls. From the gradient `gn` of the next state it writes
  * grad = gn (1 - rates) plus the complete gradients of b and b0; grad_d (gradients of z and of the gate drive);
  * grad_fa = gn_a rates_a (the input of gf_a W); grad_rec, the gradient of R(y)'s output (masked by rec > 0 when
- * rectified; NULL for the identity); and adds gn (h - s), summed over the batch, into grad_rates (4n doubles). */
+ * rectified; NULL for the identity); the step's u = [y]+^2 [a]+ and y_pos = [y]+ (skipped if NULL), inputs of the
+ * weight gradients; and adds gn (h - s), summed over the batch, into grad_rates (4n doubles). */
 void backward_prepare(long batch, long n, const REAL *restrict gn, const REAL *restrict s, const REAL *restrict h,
                       const REAL *restrict d, const REAL *restrict rec, int rectified, const REAL *restrict rates,
                       const REAL *restrict sigma, REAL *restrict grad, REAL *restrict grad_d,
-                      REAL *restrict grad_rec, REAL *restrict grad_fa, double *restrict grad_rates) {
+                      REAL *restrict grad_rec, REAL *restrict grad_fa, double *restrict grad_rates,
+                      REAL *restrict u, REAL *restrict y_pos) {
     const REAL *restrict rates_y = rates, *restrict rates_a = rates + n, *restrict rates_g = rates + 2 * n;
     for (long i = 0; i < batch; i++) {
         const REAL *restrict gn_i = gn + i * 4 * n, *restrict s_i = s + i * 4 * n, *restrict h_i = h + i * 4 * n;
@@ -80,6 +85,7 @@ void backward_prepare(long batch, long n, const REAL *restrict gn, const REAL *r
             g[3 * n + j] += gfa[j] * b0[j] * 2 * sigma[j] * sigma[j];
         }
         for (long j = 0; j < 2 * n; j++) gd[n + j] = gn_g[j] * rates_g[j] * (1 - gate[j]) * gate[j];
+        write_inputs(n, s_i, a, u + i * n, y_pos ? y_pos + i * n : NULL);
         if (grad_rec) {
             REAL *restrict g_rec = grad_rec + i * n;
             for (long j = 0; j < n; j++) g_rec[j] = gn_y[j] * rates_y[j] * (1 - sqrt(pos(a[j])));
