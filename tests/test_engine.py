@@ -165,3 +165,18 @@ def test_engine_gradient_reaches_the_inputs(rectify_input, step_backend):
         grads.append(v.grad)
     assert grads[0].abs().max() > 0
     assert_relative(grads[1], grads[0], "dL/dx", 1e-10)
+
+
+@pytest.mark.parametrize("n,batch,steps", [(5, 1, 1), (33, 3, 4)])
+def test_engine_on_sizes_that_are_no_multiple_of_a_vector_width(n, batch, steps, step_backend):
+    torch.manual_seed(0)
+    for recurrence in RECURRENCES:
+        m = Organics(3, 10, n, recurrence=recurrence).double()
+        with torch.no_grad():
+            m.state0[::3] -= 0.5
+        x = torch.randn(batch, steps, 3, dtype=torch.float64)
+        state_ref, loss_ref, grads_ref = run_and_grad(m, x, per_step=True)
+        state, loss, grads = run_and_grad(m, x, per_step=False)
+        assert_relative(state, state_ref, f"{recurrence} state", 1e-10)
+        for k in grads_ref:
+            assert_relative(grads[k], grads_ref[k], f"{recurrence} {k}", 1e-10)
