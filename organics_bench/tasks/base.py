@@ -51,6 +51,15 @@ class TaskData:
     curriculum: Callable[[int], torch.Tensor] | None = None
 
 
+def task_data(pool_x: torch.Tensor, pool_y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor, val_size: int,
+              seed: int, record: dict) -> TaskData:
+    """Train and validation from the pool (`split_train_val`), the test split as given, and `record` completed with
+    the three sizes."""
+    train, val = split_train_val(pool_x, pool_y, val_size, seed)
+    test = Split(test_x, test_y)
+    return TaskData(train, val, test, {**record, "sizes": {"train": len(train), "val": len(val), "test": len(test)}})
+
+
 def split_train_val(x: torch.Tensor, y: torch.Tensor, val_size: int, seed: int) -> tuple[Split, Split]:
     """The last `val_size` of a seeded permutation is validation: `random_split([n - val, val], seed)`'s indices."""
     order = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))

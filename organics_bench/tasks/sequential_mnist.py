@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from organics_bench.errors import UserError
-from organics_bench.tasks.base import Split, TaskData, TaskSpec, split_train_val
+from organics_bench.tasks.base import TaskData, TaskSpec, task_data
 from organics_bench.tasks.mnist_source import check_source, load_mnist
 
 LAYOUTS = ("pixels", "rows")
@@ -57,8 +57,6 @@ class SequentialMNIST:
     def load(self) -> TaskData:
         pool_x, pool_y, test_x, test_y = load_mnist(self.source, self.data_dir, self.download, self.split_seed,
                                                     self.val_size)
-        train, val = split_train_val(self._to_sequences(pool_x), pool_y.long(), self.val_size, self.split_seed)
-        test = Split(self._to_sequences(test_x), test_y.long())
         record = {
             "source": self.source,
             "layout": self.layout,
@@ -66,9 +64,9 @@ class SequentialMNIST:
             "permuted": self.permute,
             "permutation_seed": self.permutation_seed if self.permute else None,
             "split_seed": self.split_seed,
-            "sizes": {"train": len(train), "val": len(val), "test": len(test)},
         }
-        return TaskData(train, val, test, record)
+        return task_data(self._to_sequences(pool_x), pool_y.long(), self._to_sequences(test_x), test_y.long(),
+                         self.val_size, self.split_seed, record)
 
     def _to_sequences(self, images: torch.Tensor) -> torch.Tensor:
         x = images.float().div_(255.0).unsqueeze(1)

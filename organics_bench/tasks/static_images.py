@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 from organics_bench.errors import UserError
-from organics_bench.tasks.base import Split, TaskData, TaskSpec, split_train_val
+from organics_bench.tasks.base import TaskData, TaskSpec, task_data
 from organics_bench.tasks.cifar_source import load_torchvision_cifar10
 from organics_bench.tasks.mnist_source import check_source, load_mnist
 
@@ -30,11 +30,8 @@ class StaticMNIST:
         pool_x, pool_y, test_x, test_y = load_mnist(self.source, self.data_dir, self.download, self.split_seed,
                                                     self.val_size)
         to_float = lambda images: images.float().div_(255.0).unsqueeze(1)  # noqa: E731
-        train, val = split_train_val(to_float(pool_x), pool_y.long(), self.val_size, self.split_seed)
-        test = Split(to_float(test_x), test_y.long())
-        record = {"source": self.source, "split_seed": self.split_seed,
-                  "sizes": {"train": len(train), "val": len(val), "test": len(test)}}
-        return TaskData(train, val, test, record)
+        return task_data(to_float(pool_x), pool_y.long(), to_float(test_x), test_y.long(), self.val_size,
+                         self.split_seed, {"source": self.source, "split_seed": self.split_seed})
 
 
 class StaticCIFAR10:
@@ -58,8 +55,6 @@ class StaticCIFAR10:
             raise UserError(f"task.val_size={self.val_size} leaves no training images out of {len(pool_y)}")
         mean, std = torch.tensor(CIFAR_MEAN).view(1, 3, 1, 1), torch.tensor(CIFAR_STD).view(1, 3, 1, 1)
         standardise = lambda images: (images.float() / 255.0 - mean) / std  # noqa: E731
-        train, val = split_train_val(standardise(pool_x), pool_y, self.val_size, self.split_seed)
-        test = Split(standardise(test_x), test_y)
-        record = {"source": "torchvision", "split_seed": self.split_seed, "normalisation": "per-channel mean/std",
-                  "sizes": {"train": len(train), "val": len(val), "test": len(test)}}
-        return TaskData(train, val, test, record)
+        record = {"source": "torchvision", "split_seed": self.split_seed, "normalisation": "per-channel mean/std"}
+        return task_data(standardise(pool_x), pool_y, standardise(test_x), test_y, self.val_size, self.split_seed,
+                         record)
