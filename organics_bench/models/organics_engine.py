@@ -91,7 +91,9 @@ def _workspace(steps: int, batch: int, n: int, like: torch.Tensor, recurrence: s
     shapes = {"inputs": (2, batch, n)}
     if backward:
         shapes |= {"grad": (2, batch, 4 * n), "grad_drives": (batch, 3 * n), "grad_fa": (batch, n),
-                   "grad_rec": (batch, n), "products": (2, batch, n)}
+                   "products": (2, batch, n)}
+        if recurrence != "identity":
+            shapes["grad_rec"] = (batch, n)
     else:
         shapes |= {"drives": (steps, batch, 3 * n), "states": (steps + 1, batch, 4 * n), "h": (steps, batch, 4 * n)}
         if recurrence != "identity":
@@ -209,7 +211,7 @@ class _Scan(torch.autograd.Function):
         bwd = _workspace(inputs.shape[0], grad_final.shape[0], n, inputs, recurrence, backward=True)
         states, h_all, drives = fwd["states"], fwd["h"], fwd["drives"]
         grad_d, grad_fa = bwd["grad_drives"], bwd["grad_fa"]
-        grad_rec = bwd["grad_rec"] if recurrence != "identity" else None
+        grad_rec = bwd.get("grad_rec")
         u, y_pos = bwd["inputs"]
         rec_input = y_pos if recurrence == "linear" else None
         grad_rates = bwd["grad_rates"].zero_()

@@ -115,12 +115,9 @@ void backward_finish(long batch, long n, const REAL *restrict gn, const REAL *re
                 g_y[j] += y[j] > 0 ? through_rec + 2 * gu_i[j] * y[j] * pos(a[j]) : 0;
             }
         }
-        if (r) {
-            for (long j = 0; j < n; j++)
-                g_a[j] += a[j] > 0 ? gu_i[j] * pos(y[j]) * pos(y[j]) - (REAL)0.5 * gn_y[j] * rates[j] * r[j] / sqrt(a[j]) : 0;
-        } else {
-            for (long j = 0; j < n; j++)
-                g_a[j] += a[j] > 0 ? gu_i[j] * pos(y[j]) * pos(y[j]) - (REAL)0.5 * gn_y[j] * rates[j] * pos(y[j]) / sqrt(a[j]) : 0;
+        for (long j = 0; j < n; j++) {  /* [a]+ enters h_a through u and h_y through sqrt; r = R(y) */
+            REAL r_j = r ? r[j] : pos(y[j]), through_sqrt = (REAL)0.5 * gn_y[j] * rates[j] * r_j / sqrt(a[j]);
+            g_a[j] += a[j] > 0 ? gu_i[j] * pos(y[j]) * pos(y[j]) - through_sqrt : 0;
         }
     }
 }
