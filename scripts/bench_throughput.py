@@ -9,7 +9,7 @@ Each case times forward + backward of one batch (run the sequence, read out, sum
   ssn:    `SSN.run_steps`, the SSN's sequence engine (organics_bench/models/ssn_engine.py).
 The ORGaNICs engine runs its fused C kernels on CPU (`cpu-kernels`, organics_bench/models/organics_kernels.c) and
 torch operations on CUDA; the record says which. On CPU, subnormal floats are flushed to zero as in training
-(trainer.flush_denormal, the default): without it nn.LSTM's backward runs up to 10x slower here.
+(trainer.flush_denormal, the default): without it nn.LSTM runs 8-9x slower here.
 Methods are timed in interleaved rounds in one process, after one untimed warm-up run each (it pays one-time
 costs: first touch of fresh memory, library setup); medians and min-max spread are reported. Peak BPTT memory
 is measured per case in a fresh subprocess: on CPU (Linux) the growth of the resident set over one forward +
@@ -219,8 +219,9 @@ def main() -> None:
         return
 
     names = ["small"] if args.quick else args.shapes.split(",")
+    engine_backend = backend(torch.empty(1, 1, 3, device=args.device))
     print(f"device: {args.device} ({hardware(args.device)}), torch {torch.__version__}, {args.threads} thread(s), "
-          f"ORGaNICs engine steps: {backend(torch.empty(1, 1, 3, device=args.device))}")
+          f"ORGaNICs engine steps: {engine_backend}")
     cases = []
     for name in names:
         steps, batch, units, repeats, naive_repeats = SHAPES.get(name) or (*map(int, name.split(":")), 3, 2)
@@ -255,7 +256,7 @@ def main() -> None:
         "device": args.device,
         "hardware": hardware(args.device),
         "threads": args.threads,
-        "engine_backend": backend(torch.empty(1, 1, 3, device=args.device)),
+        "engine_backend": engine_backend,
         "flush_denormal": not args.keep_denormals,
         "env": environment(args.device),
         "cases": cases,
