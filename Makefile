@@ -56,7 +56,8 @@ reproduce-table1: install ## Paper Table 1 (static MNIST): every row, seeds $(SE
 reproduce-table2: install ## Paper Table 2 (sMNIST/psMNIST): every row, seeds $(SEEDS) (GPU hours; SEEDS=0,1,2)
 	$(BIN)/organics-bench -m experiment=$(subst $(space),$(comma),$(TABLE2)) seed=$(SEEDS)
 
-tables: install ## Rebuild results/tables/*.md and results/figures/*.png from results/runs/
+tables: install ## results/tables/paper.{md,csv} (the paper's tables beside ours) and per-experiment tables and figures
+	$(BIN)/organics-bench-tables
 	@for dir in results/runs/*/; do name=$$(basename $$dir); \
 		$(BIN)/organics-bench-report $$dir --table results/tables/$$name.md --figure results/figures/$$name.png; done
 

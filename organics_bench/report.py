@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from organics_bench.plots import plot_training_curves
+from organics_bench.training.records import config_hash
 
 COLUMNS = ("model", "task", "seed", "status", "test acc", "best val acc", "epochs", "params", "time/epoch (s)",
            "max grad norm", "spectral radius")
@@ -47,16 +48,27 @@ def markdown_table(records: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def run_group(record: dict) -> tuple[str, str, str, str]:
+    """(experiment, task, model, config hash): runs are averaged only within one group, never by model alone."""
+    digest = record.get("config_hash") or (config_hash(record["config"]) if "config" in record else "-")
+    return record.get("experiment", "-"), record["task"], record["model"], digest
+
+
 def outcome_summary(records: list[dict]) -> str:
-    """Per model: how many runs, how many diverged (a result, since nothing is clipped), mean test accuracy."""
-    lines = ["| model | runs | diverged | mean test acc (finished runs) |", "|---|---|---|---|"]
-    for model in sorted({r["model"] for r in records}):
-        runs = [r for r in records if r["model"] == model]
+    """Per group of runs that share experiment, task, model and config hash: how many runs, how many diverged (a
+    result, since nothing is clipped), mean test accuracy."""
+    lines = ["| experiment | task | model | config | runs | diverged | mean test acc (finished runs) |",
+             "|---|---|---|---|---|---|---|"]
+    groups: dict[tuple[str, str, str, str], list[dict]] = {}
+    for r in records:
+        groups.setdefault(run_group(r), []).append(r)
+    for key in sorted(groups):
+        runs = groups[key]
         diverged = sum(r["status"] == "diverged" for r in runs)
         accs = [r["metrics"]["test/acc"] for r in runs
                 if r["status"] == "ok" and r["metrics"].get("test/acc") is not None]
         mean = f"{sum(accs) / len(accs):.4f}" if accs else "-"
-        lines.append(f"| {model} | {len(runs)} | {diverged} ({diverged / len(runs):.0%}) | {mean} |")
+        lines.append(f"| {' | '.join(key)} | {len(runs)} | {diverged} ({diverged / len(runs):.0%}) | {mean} |")
     return "\n".join(lines)
 
 

@@ -5,13 +5,14 @@ import sys
 from pathlib import Path
 
 from organics_bench.report import main
-from organics_bench.training.records import git_revision
+from organics_bench.training.records import config_hash, git_revision
 
 SCRIPT = Path(sys.executable).parent / "organics-bench-report"
 
 
-def record(model: str, seed: int, status: str, acc: float | None) -> dict:
-    return {"model": model, "task": "smnist", "seed": seed, "status": status, "epochs_completed": 2,
+def record(model: str, seed: int, status: str, acc: float | None, task: str = "smnist", units: int = 64) -> dict:
+    return {"model": model, "task": task, "experiment": "exp", "seed": seed, "status": status, "epochs_completed": 2,
+            "config": {"model": {"hidden_size": units}, "task": {"name": task}},
             "n_params": 1234, "metrics": {"test/acc": acc, "best_val/acc": acc},
             "time": {"per_epoch_s": 1.5}, "grad_norm": {"max": 2.0}, "spectral_radius": {"final": None},
             "command": f"organics-bench model={model} seed={seed}", "git_revision": "abc123",
@@ -29,10 +30,27 @@ def test_report_counts_diverged_runs_and_writes_table_and_figure(tmp_path, capsy
             "epoch,train_loss,val_acc,grad_norm_max\n1,2.0,0.3,1.0\n2,1.5,0.5,2.0\n")
     main([str(folder), "--table", str(tmp_path / "t.md"), "--figure", str(tmp_path / "f.png")])
     table = (tmp_path / "t.md").read_text()
-    assert "| organics | 2 | 0 (0%) | 0.7000 |" in table and "| ssn | 2 | 1 (50%) | 0.5000 |" in table
+    organics_hash = config_hash(record("organics", 0, "ok", 0.8)["config"])
+    assert f"| exp | smnist | organics | {organics_hash} | 2 | 0 (0%) | 0.7000 |" in table
+    assert "| smnist | ssn | " in table and "| 2 | 1 (50%) | 0.5000 |" in table
     assert "`organics-bench model=ssn seed=0` (git abc123, test CPU" in table
     assert (tmp_path / "f.png").stat().st_size > 10_000
     assert "| ssn | smnist | 0 | diverged | - |" in capsys.readouterr().out
+
+
+def test_report_never_averages_runs_of_different_configs_or_tasks(tmp_path):
+    folder = tmp_path / "runs" / "exp"
+    runs = (("organics", 0, 0.9, "smnist", 128), ("organics", 1, 0.5, "psmnist", 64), ("organics", 2, 0.7, "smnist", 64))
+    for model, seed, acc, task, units in runs:
+        target = folder / model
+        target.mkdir(parents=True, exist_ok=True)
+        (target / f"seed{seed}.json").write_text(json.dumps(record(model, seed, "ok", acc, task, units)))
+    main([str(folder), "--table", str(tmp_path / "t.md")])
+    table = (tmp_path / "t.md").read_text()
+    assert sum(line.startswith("| exp | ") for line in table.splitlines()) == 3
+    for acc in ("0.9000", "0.5000", "0.7000"):  # three groups of one, each its own mean; no 0.7 average of all
+        assert f"| 1 | 0 (0%) | {acc} |" in table
+    assert "| 3 | 0 (0%) |" not in table
 
 
 def test_report_on_an_empty_folder_is_one_line(tmp_path):

@@ -1,6 +1,8 @@
 """The results record of a run: what was run, where, on what, and what came out (schema of DESIGN.md)."""
 from __future__ import annotations
 
+import hashlib
+import json
 import platform
 import shutil
 import subprocess
@@ -10,6 +12,21 @@ from pathlib import Path
 import torch
 
 SCHEMA_VERSION = 1
+# What a run computes: these config sections, less the keys that only say where or how fast it runs.
+BEHAVIOUR_SECTIONS = ("model", "task", "trainer", "optimizer", "scheduler")
+NOT_BEHAVIOUR = {"task": ("data_dir", "download"), "trainer": ("device", "progress_bar", "num_threads")}
+
+
+def config_hash(config: dict) -> str:
+    """A short hash of what a resolved config computes (`BEHAVIOUR_SECTIONS` less `NOT_BEHAVIOUR`): runs that share
+    it differ only in seed, paths, logging or speed settings, so they can be averaged."""
+    behaviour = {}
+    for section in BEHAVIOUR_SECTIONS:
+        values = dict(config.get(section) or {})
+        for key in NOT_BEHAVIOUR.get(section, ()):
+            values.pop(key, None)
+        behaviour[section] = values
+    return hashlib.sha1(json.dumps(behaviour, sort_keys=True, default=str).encode()).hexdigest()[:10]
 
 
 def git_revision(directory: Path) -> str:
@@ -58,6 +75,7 @@ def build_record(*, identity: dict, summary: dict, n_params: int, epochs_planned
         "git_revision": git,
         "env": env,
         "data": task_record,
+        "config_hash": config_hash(config),
         "config": config,
     }
 

@@ -9,12 +9,17 @@ from pathlib import Path
 from typing import Any
 
 
-def write_json_atomic(payload: dict, path: Path) -> None:
-    """Write JSON to a temporary file, then rename: readers never see a half-written file."""
+def write_text_atomic(text: str, path: Path) -> None:
+    """Write text to a temporary file, then rename: readers never see a half-written file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, default=_json_default, allow_nan=True) + "\n")
+    tmp.write_text(text)
     os.replace(tmp, path)
+
+
+def write_json_atomic(payload: dict, path: Path) -> None:
+    """`write_text_atomic` of the payload as indented JSON."""
+    write_text_atomic(json.dumps(payload, indent=2, default=_json_default, allow_nan=True) + "\n", path)
 
 
 def _json_default(value: Any) -> Any:

@@ -1,0 +1,138 @@
+"""`organics-bench-tables`: the paper's tables beside ours, from the committed run records.
+
+    organics-bench-tables                # -> results/tables/paper.md and paper.csv (what `make tables` runs)
+
+One line per experiment of `conf/experiment/{paper,cpu}/` that carries a `paper:` block (the paper's number is
+config data): the paper's value, ours as mean ± std over seeds, the protocol (full, or what was reduced), epochs,
+parameter counts, seconds per epoch, hardware and where the records are. Runs are averaged only when they share
+the experiment and the hash of what their resolved config computes (`records.config_hash`), never by model name.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import statistics
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from hydra import compose, initialize_config_module
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import OmegaConf
+
+from organics_bench.cli import available_choices
+from organics_bench.report import load_records
+from organics_bench.training.records import config_hash
+from organics_bench.training.sinks import write_text_atomic
+
+FAMILIES = ("paper", "cpu")
+COLUMNS = ("table", "paper row", "task", "paper", "ours", "seeds (diverged)", "delta", "protocol", "epochs",
+           "params ours / paper", "s/epoch", "hardware", "experiment", "records")
+
+
+@dataclass
+class Experiment:
+    """An experiment config with a paper row: its name, resolved config and config hash."""
+
+    choice: str
+    name: str
+    config: dict
+    hash: str
+
+    @property
+    def paper(self) -> dict:
+        return self.config["paper"]
+
+
+def paper_experiments() -> list[Experiment]:
+    """Every `experiment=paper/*` and `experiment=cpu/*` choice with a `paper:` block, composed and resolved."""
+    found = []
+    with initialize_config_module("organics_bench.conf", version_base="1.3"):
+        for family in FAMILIES:
+            for name in available_choices(f"experiment/{family}"):
+                cfg = compose("config", overrides=[f"experiment={family}/{name}"], return_hydra_config=True)
+                HydraConfig.instance().set_config(cfg)
+                job = OmegaConf.to_container(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]),
+                                             resolve=True)
+                if "paper" in job:
+                    found.append(Experiment(f"{family}/{name}", job["experiment_name"], job, config_hash(job)))
+    return sorted(found, key=lambda e: (e.paper["table"], e.paper["protocol"] != "full", e.choice))
+
+
+def _mean_std(values: list[float]) -> str:
+    if not values:
+        return "-"
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.mean(values):.2f} ± {std:.2f}"
+
+
+def table_row(experiment: Experiment, results_dir: Path) -> dict[str, str]:
+    """One line of the table: the paper's number and the matching runs' summary (or "not yet run")."""
+    paper = experiment.paper
+    folder = results_dir / "runs" / experiment.name
+    records = load_records(folder) if folder.is_dir() else []
+    runs = [r for r in records if config_hash(r["config"]) == experiment.hash]
+    finished = [r for r in runs if r["status"] in ("ok", "diverged")]
+    accs = [100 * r["metrics"]["test/acc"] for r in finished
+            if r["status"] == "ok" and r["metrics"].get("test/acc") is not None]
+    diverged = sum(r["status"] == "diverged" for r in finished)
+    value = paper.get("value")
+    ours = _mean_std(accs) if finished else "not yet run"
+    if len(records) > len(runs):
+        ours += f" ({len(records) - len(runs)} runs of another config not counted)"
+    epochs = sorted({r["epochs_completed"] for r in finished})
+    times = [r["time"]["per_epoch_s"] for r in finished if r["time"]["per_epoch_s"] is not None]
+    hardware = sorted({f"{r['env']['hardware']}, torch {r['env']['torch']}" for r in finished})
+    n_params = sorted({r["n_params"] for r in finished})
+    return {
+        "table": str(paper["table"]),
+        "paper row": paper["row"],
+        "task": paper.get("column", experiment.config["task"]["name"]),
+        "paper": "-" if value is None else f"{value:.1f}",
+        "ours": ours,
+        "seeds (diverged)": f"{len(finished)} ({diverged})" if finished else "-",
+        "delta": f"{statistics.mean(accs) - value:+.2f}" if accs and value is not None else "-",
+        "protocol": paper["protocol"],
+        "epochs": "/".join(map(str, epochs)) or str(experiment.config["trainer"]["epochs"]),
+        "params ours / paper": f"{'/'.join(f'{n:,}' for n in n_params) or '-'} / {paper.get('params') or '-'}",
+        "s/epoch": f"{statistics.median(times):.1f}" if times else "-",
+        "hardware": "; ".join(hardware) or "-",
+        "experiment": f"`experiment={experiment.choice}`",
+        "records": f"`{folder.relative_to(results_dir.parent)}/`" if finished else "-",
+    }
+
+
+def markdown(rows: list[dict[str, str]], experiments: list[Experiment]) -> str:
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(row[c] for c in COLUMNS) + " |" for row in rows]
+    sources = sorted({(e.paper["row"], e.paper.get("source", "")) for e in experiments})
+    notes = [f"- {row}: {source}" for row, source in sources if source]
+    return ("# The paper's tables beside ours\n\nTest accuracy (%) at the best-validation epoch; ours is mean ± std "
+            "over the seeds that finished (diverged runs are counted, not averaged). Made by `make tables` from "
+            "`results/runs/`; each record there carries its command, seed, git revision and hardware.\n\n"
+            + "\n".join(lines) + "\n\nWhere each paper number comes from:\n" + "\n".join(notes) + "\n")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point."""
+    parser = argparse.ArgumentParser(prog="organics-bench-tables", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--results-dir", type=Path, default=Path("results"), help="holds runs/ (default: results)")
+    parser.add_argument("--out", type=Path, default=None, help="markdown path (default: <results-dir>/tables/paper.md);"
+                        " the CSV goes beside it")
+    args = parser.parse_args(argv)
+    if not args.results_dir.is_dir():
+        print(f"error: no results dir {args.results_dir}; run from the repository root or pass --results-dir",
+              file=sys.stderr)
+        sys.exit(2)
+    experiments = paper_experiments()
+    rows = [table_row(e, args.results_dir.resolve()) for e in experiments]
+    out = args.out or args.results_dir / "tables" / "paper.md"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=COLUMNS)
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text_atomic(markdown(rows, experiments), out)
+    write_text_atomic(buffer.getvalue(), out.with_suffix(".csv"))
+    print(f"table: {out} ({sum(r['ours'] != 'not yet run' for r in rows)} of {len(rows)} rows measured)")
