@@ -37,7 +37,8 @@ def test_autograd_jacobian_matches_finite_differences(make):
 
 
 def test_jacobian_at_the_normalization_fixed_point_is_the_papers_closed_form():
-    """SPEC.md section 5.1 (W_r = I, rectified model, z > 0): the (y, a) block of the ORGaNICs Jacobian."""
+    """docs/equations.md, 'Jacobian at the fixed point' (W_r = I, rectified model, z > 0): the (y, a) block of the
+    ORGaNICs Jacobian."""
     torch.manual_seed(1)
     n = 5
     model = Organics(n, 10, n, recurrence="identity").double()

@@ -9,7 +9,7 @@ from organics_bench.models.organics import RECURRENCES, Organics
 
 
 def spec_euler_step(m: Organics, x: torch.Tensor, y, a, b, b0):
-    """SPEC.md section 2.1 written out term by term, independent of the model's own code paths."""
+    """docs/equations.md, 'Update equations', written out term by term, independent of the model's own code paths."""
     relu = F.relu
     rate = m.dt_tau_max[:, None] * torch.sigmoid(m.theta)
     z = x @ m.W_zx.T

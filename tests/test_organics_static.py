@@ -9,7 +9,7 @@ from organics_bench.models.organics_static import (RECURRENCES, FixedPointLayer,
 
 
 def spec_rhs(y, a, drive, floor, W, W_r):
-    """SPEC.md section 1.1 main model with tau = 1, written out independently of the module."""
+    """docs/equations.md, 'Main model': with tau = 1, written out independently of the module."""
     dy = -y + drive + (1 - torch.sqrt(F.relu(a))) * (y @ W_r.T)
     da = -a + floor + (y**2 * F.relu(a)) @ W.T
     return dy, da

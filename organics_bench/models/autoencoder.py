@@ -1,4 +1,5 @@
-"""The autoencoder front end of the static models (SPEC.md section 3.1), trained jointly with the classifier.
+"""The autoencoder front end of the static models, trained jointly with the classifier (docs/protocols.md,
+'Table 1: architecture').
 
     encoder: d_input -> 360 ReLU -> 120 ReLU -> code_size Sigmoid
     decoder: code_size -> 120 ReLU -> 360 ReLU -> d_input Sigmoid

@@ -1,12 +1,14 @@
 """Convolutional classifiers for static images: a divisive-normalization (ORGaNICs) stack and a plain CNN.
 
-Each ORGaNICs layer is the closed-form steady state of the circuit with W_r = I (SPEC.md section 1.2), applied
-per channel and position, with normalization pooled over channels (W = exp(L) >= 0) and a 3x3 neighbourhood:
+Each ORGaNICs layer is the closed-form steady state of the circuit with W_r = I (docs/equations.md, 'Closed form
+(W_r = I)'), applied per channel and position, with normalization pooled over channels (W = exp(L) >= 0) and a 3x3
+neighbourhood:
 
     z = conv_z(x),  b = sigmoid(conv_b(x)),  b0 = sigmoid(beta)
     a = (sigma b0)^2 + avgpool3x3(W (b z)^2) + eps,  y = b z / sqrt(a),  output = [y]+^2
 
-(the official code's unused `fixed_point/conv.py` layer, SPEC.md section 3.5, with its frozen all-ones W learned).
+(after the official code's unused `fixed_point/conv.py` layer, whose all-ones W is frozen and pools over space;
+docs/reference-code.md, 'Unused convolutional layer').
 """
 from __future__ import annotations
 

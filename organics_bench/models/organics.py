@@ -1,4 +1,5 @@
-"""The discretized gated ORGaNICs cell of Rawat, Heeger & Martiniani (NeurIPS 2024), SPEC.md section 2.
+"""The discretized gated ORGaNICs cell of Rawat, Heeger & Martiniani (NeurIPS 2024): docs/equations.md,
+'Gated sequence cell'.
 
 State per neuron: principal y, modulator a, input gain b (code: B1) and gain b0 on sigma (code: B0).
 One explicit-Euler step with time in units of the step (dt = 1), all four updates from the old state:
@@ -32,7 +33,8 @@ class Organics(DynamicalModel):
         d_input: input features per step. n_classes: output classes. hidden_size: neurons per population.
         recurrence: how R(y) is formed:
             "spectral_norm" (paper era, default): R(y) = (I + W_r / sigma_max(W_r)) [y]+ with W_r initialised to I,
-                so the recurrence is 2I at init, exactly as the paper-era code behaves (SPEC.md section 7, item 2);
+                so the recurrence is 2I at init, exactly as the paper-era code behaves (docs/reference-code.md,
+                'Quirk 2: W_r initialisation is a no-op');
             "identity": R(y) = [y]+ (W_r = I, the case of the stability theorem; n^2 fewer parameters);
             "unconstrained": R(y) = [W_r y]+ with W_r orthogonal at init (the post-paper code).
         rectify_input: z = [W_zx x]+ (post-paper code) instead of z = W_zx x (paper era).

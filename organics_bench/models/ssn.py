@@ -1,4 +1,5 @@
-"""Stabilized supralinear network (SSN) baselines (ANCHORS.md section 2.1), in voltage form:
+"""Stabilized supralinear network (SSN) baselines (docs/protocols.md, 'Stabilized supralinear networks'), in
+voltage form:
 
     tau_i du_i/dt = -u_i + sum_j W_ij r_j + h_i,     r = k [u]+^n   (n = 2)
 

@@ -1,4 +1,4 @@
-"""Bit-stream parity: read bits one per step, output the parity of the ones (ANCHORS.md section 3).
+"""Bit-stream parity: read bits one per step, output the parity of the ones (docs/protocols.md, 'Parity tasks').
 
 Bits are one-hot (d_input = 2). Training and validation strings have random lengths in
 [train_min_length, train_max_length], left-padded with all-zero inputs ("no bit") to train_max_length; each

@@ -1,4 +1,5 @@
-"""Sequential MNIST (sMNIST) and permuted sequential MNIST (psMNIST), paper protocol of SPEC.md section 2."""
+"""Sequential MNIST (sMNIST) and permuted sequential MNIST (psMNIST): the paper protocol of docs/protocols.md,
+'Table 2: task'."""
 from __future__ import annotations
 
 import torch

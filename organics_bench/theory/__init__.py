@@ -1,1 +1,2 @@
-"""Theory experiments: numerical checks of the paper's stability results (SPEC §3.3, §5)."""
+"""Theory experiments: numerical checks of the paper's stability results (docs/equations.md, 'Algorithm 1' and
+'Stability theory')."""

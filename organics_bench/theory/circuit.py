@@ -1,4 +1,5 @@
-"""Continuous-time ORGaNICs (SPEC §1, §5): vector field, Jacobian, fixed points, simulation and samplers.
+"""Continuous-time ORGaNICs: vector field, Jacobian, fixed points, simulation and samplers (docs/equations.md,
+'Continuous-time circuit' and 'Stability theory').
 
 Everything is batched over circuits: a :class:`Circuit` holds ``B`` circuits of ``n`` neurons, every tensor
 has a leading batch axis, states ``y, a`` are ``(B, n)``. The functions also work on unbatched tensors
@@ -62,7 +63,7 @@ class Circuit:
 
 
 def vector_field(c: Circuit, y: Tensor, a: Tensor, rectified: bool = False) -> tuple[Tensor, Tensor]:
-    """(dy/dt, da/dt) of the main or rectified model (SPEC §1.1)."""
+    """(dy/dt, da/dt) of the main or rectified model (docs/equations.md, 'Main model', 'Rectified model')."""
     dy, da = circuit_rhs(y, a, c.drive, c.floor, c.W, c.Wr, rectified)
     return dy / c.tau_y, da / c.tau_a
 
@@ -75,7 +76,8 @@ def residual(c: Circuit, y: Tensor, a: Tensor, rectified: bool = False) -> Tenso
 
 
 def jacobian(c: Circuit, y: Tensor, a: Tensor, rectified: bool = False) -> Tensor:
-    """Analytic Jacobian of the vector field w.r.t. (y, a), shape (..., 2n, 2n) (SPEC §5.1, §5.4)."""
+    """Analytic Jacobian of the vector field w.r.t. (y, a), shape (..., 2n, 2n) (docs/equations.md, 'Jacobian at
+    the fixed point')."""
     n = c.n
     eye = torch.eye(n, dtype=y.dtype, device=y.device)
     a_pos = a.clamp_min(0)
@@ -126,7 +128,8 @@ def max_real_eig(J: Tensor) -> Tensor:
 
 
 def fixed_point_identity(c: Circuit, rectified: bool = False) -> tuple[Tensor, Tensor]:
-    """Closed-form normalization fixed point for W_r = I (SPEC §1.2): a_s = b0²σ² + W (b z)², y_s = b z / √a_s."""
+    """Closed-form normalization fixed point for W_r = I: a_s = b0²σ² + W (b z)², y_s = b z / √a_s
+    (docs/equations.md, 'Steady state and divisive normalization')."""
     d = c.drive
     dr = d.clamp_min(0) if rectified else d
     a = c.floor + matvec(c.W, dr**2)
@@ -215,7 +218,8 @@ def _log_uniform(shape: tuple[int, ...], lo: float, hi: float, gen: torch.Genera
 def sample_broad(batch: int, n: int, gen: torch.Generator, gain_range: tuple[float, float] = (0.1, 10.0),
                  tau_range: tuple[float, float] = (1.0, 100.0), w_scales: tuple[float, ...] = (0.01, 0.1, 1.0, 10.0),
                  z_range: tuple[float, float] = (0.01, 10.0)) -> Circuit:
-    """Broad random W_r = I circuits for the unconditional-stability sweep (SPEC §5.1).
+    """Broad random W_r = I circuits for the unconditional-stability sweep (docs/equations.md, 'Jacobian at the
+    fixed point').
 
     Per neuron: b, b0, σ log-uniform in ``gain_range``; τ_y, τ_a log-uniform in ``tau_range`` (ms).
     Per circuit: W = scale · U(0,1) · Bernoulli(density) with scale drawn from ``w_scales`` and density ~ U(0,1);
@@ -233,8 +237,9 @@ def sample_broad(batch: int, n: int, gen: torch.Generator, gain_range: tuple[flo
 
 
 def sample_unit(batch: int, n: int, gen: torch.Generator, wr_bound: float | None = 1.0, tau: float = 2.0) -> Circuit:
-    """The Fig. 4 / §5.4 protocol (SPEC §3.3, §5.4): b, b0, σ ~ U(0,1)^n, τ = 2 ms, W ~ U(0,1)^{n×n},
-    z = g/‖g‖, and W_r = s·G/σ_max(G) with G ~ N(0,1) and s = ``wr_bound`` (None: W_r = I)."""
+    """The Fig. 4 / conjecture protocol (docs/equations.md, 'Convergence test (Fig. 4)', 'Generic W_r conjecture'):
+    b, b0, σ ~ U(0,1)^n, τ = 2 ms, W ~ U(0,1)^{n×n}, z = g/‖g‖, and W_r = s·G/σ_max(G) with G ~ N(0,1) and
+    s = ``wr_bound`` (None: W_r = I)."""
     u = lambda *shape: torch.rand(*shape, generator=gen, dtype=DTYPE)  # noqa: E731
     b0, b, sigma, W = u(batch, n), u(batch, n), u(batch, n), u(batch, n, n)
     g = torch.randn(batch, n, generator=gen, dtype=DTYPE)

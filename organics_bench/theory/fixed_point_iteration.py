@@ -1,5 +1,6 @@
-"""Algorithm 1 (SPEC §3.3, Fig. 4): iterative fixed point for general W_r (σ_max(W_r) = 1), against simulation,
-with the official code's diag(a) variant (SPEC §7 item 4) as a contrast."""
+"""Algorithm 1 (docs/equations.md, 'Algorithm 1'; Fig. 4): iterative fixed point for general W_r (σ_max(W_r) = 1),
+against simulation, with the official code's diag(a) variant (docs/reference-code.md, 'Quirk 4: Algorithm 1 with
+diag(a)') as a contrast."""
 from __future__ import annotations
 
 import pathlib
@@ -16,7 +17,7 @@ from organics_bench.theory.circuit import Circuit, newton_polish, residual, samp
 
 NAME = "fixed_point_iteration"
 CLAIM = ("Algorithm 1 (with √a) converges to the ODE fixed point for random 10-unit circuits with σ_max(W_r) = 1, "
-         "||z|| = 1: error ≈ 0 by ~5 iterations (SPEC §3.3, Fig. 4)")
+         "||z|| = 1: error ≈ 0 by ~5 iterations (docs/equations.md, 'Convergence test (Fig. 4)')")
 
 
 def algorithm1(c: Circuit, n_iter: int, variant: str = "sqrt") -> tuple[Tensor, Tensor]:
@@ -70,7 +71,8 @@ def run(out_dir: pathlib.Path, smoke: bool = False, seed: int = 0, n_circuits: i
     res_final = {v: residual(c, ys[-1], as_[-1]) for v, (ys, as_) in iterates.items()}
     first_small = int(np.argmax((err_y["sqrt"].amax(-1) < 1e-6).numpy())) if (err_y["sqrt"][-1] < 1e-6).all() else None
     summary = {
-        "claim": CLAIM, "spec": "§3.3, §7 item 4", "params": params, "smoke": smoke, "seed": seed,
+        "claim": CLAIM, "spec": "docs/equations.md, 'Algorithm 1'; docs/reference-code.md, 'Quirk 4: Algorithm 1 "
+                                "with diag(a)'", "params": params, "smoke": smoke, "seed": seed,
         "headline": {**{f"max_error_y_sqrt_after_{k}": float(err_y["sqrt"][k].max()) for k in (5, 10, 15)
                         if k <= n_iter},
                      f"max_error_y_sqrt_after_{n_iter}": float(err_y["sqrt"][-1].max()),
@@ -87,7 +89,7 @@ def run(out_dir: pathlib.Path, smoke: bool = False, seed: int = 0, n_circuits: i
         "notes": ["error = ||y_k - y*||_2 with y* the Newton-polished end point of the Euler simulation.",
                   "Convergence is geometric (about x0.4 per iteration): 'error ≈ 0 by ~5 iterations' holds on Fig. 4's "
                   "linear scale (max error ~1e-3 vs ~1 at k = 0); machine precision takes ~30-40 iterations.",
-                  "a_0 uses b⊙z (the notebook's b0⊙z is taken as a typo, SPEC §3.3).",
+                  "a_0 uses b⊙z (the notebook's b0⊙z is taken as a typo, docs/equations.md, 'Algorithm 1').",
                   "The diag(a) variant is ff.py's update without its eps = 1e-10; it converges, but to a point that "
                   "is not a fixed point of the ODE (its ODE residual stays large)."],
     }

@@ -1,5 +1,6 @@
-"""Unconditional local stability for W_r = I (SPEC §5.1): eigenvalues of J at the closed-form fixed point of
-many random circuits, a simulation check on a subsample, and the closed-form all-ones-W example."""
+"""Unconditional local stability for W_r = I (docs/equations.md, 'Jacobian at the fixed point'): eigenvalues of J
+at the closed-form fixed point of many random circuits, a simulation check on a subsample, and the closed-form
+all-ones-W example."""
 from __future__ import annotations
 
 import math
@@ -18,7 +19,7 @@ from organics_bench.theory.circuit import (DTYPE, Circuit, eigvals, fixed_point_
 
 NAME = "jacobian_sweep"
 CLAIM = ("W_r = I: the normalization fixed point is locally asymptotically stable (all Re λ(J) < 0) for any n, "
-         "W >= 0, b, b0, σ, τ > 0 and any z (SPEC §5.1)")
+         "W >= 0, b, b0, σ, τ > 0 and any z (docs/equations.md, 'Jacobian at the fixed point')")
 
 
 def size_counts(n_circuits: int, sizes: Sequence[int], min_per_size: int) -> dict[int, int]:
@@ -31,7 +32,8 @@ def size_counts(n_circuits: int, sizes: Sequence[int], min_per_size: int) -> dic
 
 def all_ones_eigenvalues(z: Tensor, b: float, b0: float, sigma: float, tau_y: float, tau_a: float,
                          alpha: float) -> Tensor:
-    """Closed-form spectrum (1/ms) of the rectified model with W = α·11ᵀ, W_r = I (SPEC §5.1), sorted."""
+    """Closed-form spectrum (1/ms) of the rectified model with W = α·11ᵀ, W_r = I, sorted (docs/equations.md,
+    'Closed-form example (all-ones W)')."""
     n = z.numel()
     p = int((z > 0).sum())
     num = alpha * float(((b * z).clamp_min(0) ** 2).sum())
@@ -127,7 +129,9 @@ def run(out_dir: pathlib.Path, smoke: bool = False, seed: int = 0, n_circuits: i
     stable = int((r["margin"] < 0).sum())
     stable_rect = int((r["margin_rect"] < 0).sum())
     summary = {
-        "claim": CLAIM, "spec": "§5.1, §1.2", "params": params, "smoke": smoke, "seed": seed,
+        "claim": CLAIM, "spec": "docs/equations.md, 'Jacobian at the fixed point', 'Closed-form example (all-ones "
+                                "W)', 'Steady state and divisive normalization'",
+        "params": params, "smoke": smoke, "seed": seed,
         "headline": {"n_circuits": n_total, "fraction_stable": stable / n_total,
                      "worst_margin_maxRe_lambda_times_min_tau": float(r["margin"].max()),
                      "fraction_stable_rectified": stable_rect / n_total,
@@ -181,7 +185,7 @@ def _plot(r: dict[str, Tensor], ones: dict[str, Any], summary: dict[str, Any]):
     ax[0, 2].scatter(num.real, num.imag, s=80, facecolors="none", edgecolors="C0",
                      label="numerical eig(J)")
     ax[0, 2].scatter(closed.real, closed.imag, marker="x", color="C3",
-                     label="closed form (§5.1)")
+                     label="closed form (all-ones W)")
     for i, (re, im) in enumerate(ones["distinct_per_s"]):
         offset = (10, -4) if im else (-20, 12 if i % 2 == 0 else -16)
         ax[0, 2].annotate(f"{re:g}" + (f"{im:+g}i" if im else ""), (re, im), textcoords="offset points",

@@ -1,4 +1,5 @@
-"""Damped-oscillator form and energy function of the W_r = I linearization (SPEC §5.2).
+"""Damped-oscillator form and energy function of the W_r = I linearization (docs/equations.md, 'Damped oscillators
+and energy').
 
 Eliminating δa from the linearization gives  ü + B u̇ + K u = 0  with
 K = diag(√a_s / (τ_a τ_y)) and B = diag(√a_s/τ_y + 1/τ_a) − T_a⁻¹ diag(y_s/√a_s) W diag(y_s √a_s).
@@ -29,11 +30,13 @@ from organics_bench.theory.circuit import (DTYPE, Circuit, eigvals, fixed_point_
 
 NAME = "oscillator"
 CLAIM = ("W_r = I linearization is a system of coupled damped oscillators I ü + B u̇ + K u = 0 whose companion "
-         "matrix has the Jacobian's eigenvalues, with an energy/Lyapunov function V (SPEC §5.2)")
+         "matrix has the Jacobian's eigenvalues, with an energy/Lyapunov function V (docs/equations.md, 'Damped "
+         "oscillators and energy')")
 
 
 def oscillator_form(c: Circuit, y_s: Tensor, a_s: Tensor) -> tuple[Tensor, Tensor]:
-    """(B, K) of §5.2 at the fixed point: B (..., n, n) damping, K (..., n) diagonal stiffness (1/ms², 1/ms)."""
+    """(B, K) of the oscillator form at the fixed point: B (..., n, n) damping, K (..., n) diagonal stiffness
+    (1/ms², 1/ms)."""
     s = a_s.sqrt()
     K = s / (c.tau_a * c.tau_y)
     coupling = (y_s / (c.tau_a * s)).unsqueeze(-1) * c.W * (y_s * s).unsqueeze(-2)
@@ -85,7 +88,8 @@ def dissipation_min_eig(y_s: Tensor, a_s: Tensor, B: Tensor, t: Tensor) -> Tenso
 
 
 def energy(c: Circuit, y: Tensor, a: Tensor, y_s: Tensor, a_s: Tensor, t: Tensor) -> Tensor:
-    """V(y, a) of §5.2; y, a may carry an extra time axis before the neuron axis: (B, T, n) -> (B, T)."""
+    """The energy V(y, a) of the module docstring; y, a may carry an extra time axis before the neuron axis:
+    (B, T, n) -> (B, T)."""
     extra = y.ndim - c.z.ndim
     u = lambda x: x.reshape(x.shape[:-1] + (1,) * extra + x.shape[-1:])  # noqa: E731
     w = u(t * a_s / y_s**2)
@@ -145,7 +149,8 @@ def run(out_dir: pathlib.Path, smoke: bool = False, seed: int = 0, n_instances: 
         perturbations: Sequence[float] = (0.001, 0.01, 0.1, 0.5, 1.0), max_steps: int = 6000,
         energy_gain_range: Sequence[float] = (0.2, 5.0), energy_tau_range_ms: Sequence[float] = (1.0, 10.0),
         energy_w_scales: Sequence[float] = (0.1, 1.0), energy_z_range: Sequence[float] = (0.1, 2.0)) -> dict[str, Any]:
-    """Check §5.2 on random W_r = I circuits; write oscillator.{json,png} to ``out_dir``; return the summary."""
+    """Check the oscillator form and energy on random W_r = I circuits; write oscillator.{json,png} to ``out_dir``;
+    return the summary."""
     started = time.perf_counter()
     if smoke:
         n_instances, sizes, n_trajectories, perturbations, max_steps = 60, (2, 5), 16, (0.001, 0.1), 600
@@ -178,7 +183,8 @@ def run(out_dir: pathlib.Path, smoke: bool = False, seed: int = 0, n_instances: 
             curves = (eps, t, V)
     small = by_eps[str(min(perturbations))]
     summary = {
-        "claim": CLAIM, "spec": "§5.2", "params": params, "smoke": smoke, "seed": seed,
+        "claim": CLAIM, "spec": "docs/equations.md, 'Damped oscillators and energy'", "params": params,
+        "smoke": smoke, "seed": seed,
         "headline": {"n_instances": len(err), "max_rel_eig_error_companion_vs_J": float(err.max()),
                      "max_rel_second_order_residual": float(sec.max()),
                      "fraction_monotone_V_t1_smallest_perturbation": small["t_i=1"]["fraction_monotone"],

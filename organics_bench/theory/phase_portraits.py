@@ -1,5 +1,6 @@
-"""Two-dimensional ORGaNICs (one y, one a, scalar w_r; SPEC §5.3): fixed points from the quartic, their stability,
-phase portraits of Fig. 1 (a-f) and Fig. 3, and a random check of the claim that a stable fixed point always exists."""
+"""Two-dimensional ORGaNICs (one y, one a, scalar w_r; docs/equations.md, 'Two-dimensional model'): fixed points
+from the quartic, their stability, phase portraits of Fig. 1 (a-f) and Fig. 3, and a random check of the claim that
+a stable fixed point always exists."""
 from __future__ import annotations
 
 import math
@@ -17,7 +18,7 @@ from organics_bench.theory.circuit import DTYPE, Circuit, eigvals, jacobian, res
 NAME = "phase_portraits"
 CLAIM = ("2-D ORGaNICs has a stable fixed point for any w_r > 0 and any parameters; Fig. 1 a-c fixed points "
          "(0.898, 0.0129), (0.998, 0.563), (0.417, 1.210) with λ = -0.188±0.057i, -0.126±0.599i, -0.507±0.295i "
-         "per ms (SPEC §5.3)")
+         "per ms (docs/equations.md, 'Two-dimensional model')")
 
 _FIG1 = dict(b=0.5, w=1.0, z=1.0, tau_y=2.0, tau_a=2.0)
 PANELS: tuple[dict[str, Any], ...] = (
@@ -42,7 +43,8 @@ def circuit_2d(p: Mapping[str, float], batch: int = 1) -> Circuit:
 
 
 def quartic(p: Mapping[str, float]) -> list[float]:
-    """Coefficients (highest power first) of the fixed-point quartic in s = √a (SPEC §5.3)."""
+    """Coefficients (highest power first) of the fixed-point quartic in s = √a (docs/equations.md, 'Two-dimensional
+    model')."""
     wr, c, d2 = p["w_r"], (p["b0"] * p["sigma"]) ** 2, p["w"] * (p["b"] * p["z"]) ** 2
     return [wr**2, 2 * (1 - wr) * wr, (1 - wr) ** 2 - d2 - c * wr**2, -2 * (1 - wr) * wr * c, -((1 - wr) ** 2) * c]
 
@@ -151,8 +153,8 @@ def _panel(ax: Any, p: Mapping[str, Any], pts: list[dict[str, Any]], grid: int, 
 
 def _check_spec(results: dict[str, list[dict[str, Any]]], expected: Mapping[str, Any], tol: float = 1e-3
                 ) -> dict[str, Any]:
-    """Compare panels with the SPEC's fixed points and stable eigenvalue (printed to 3 decimals, so |Δ| <= 1e-3;
-    a < 0.1 is printed to 4 decimals, so |Δa| <= 1e-4 there)."""
+    """Compare panels with the fixed points and stable eigenvalue of docs/equations.md, 'Two-dimensional model'
+    (printed to 3 decimals, so |Δ| <= 1e-3; a < 0.1 is printed to 4 decimals, so |Δa| <= 1e-4 there)."""
     out = {}
     for name, exp in expected.items():
         pts = results[name]
@@ -168,7 +170,8 @@ def _check_spec(results: dict[str, list[dict[str, Any]]], expected: Mapping[str,
     return out
 
 
-SPEC_EXPECTED = {
+# Fig. 1 a-c as documented in docs/equations.md, 'Two-dimensional model'.
+DOCUMENTED_FIG1 = {
     "1a": {"points": [(0.898, 0.0129)], "lambda": (-0.188, 0.057)},
     "1b": {"points": [(-0.979, 0.0598), (-0.569, 0.0037), (0.998, 0.563)], "lambda": (-0.126, 0.599)},
     "1c": {"points": [(0.417, 1.210)], "lambda": (-0.507, 0.295)},
@@ -188,10 +191,11 @@ def run(out_dir: pathlib.Path, smoke: bool = False, seed: int = 0, panels: Seque
     gen = np.random.default_rng(seed)
     sweeps = {key: regime_sweep(n_random, gen, fig1) for key, fig1 in
               tqdm((("fig1_inputs", True), ("any_inputs", False)), desc=NAME, disable=smoke)}
-    spec = _check_spec(results, {k: v for k, v in SPEC_EXPECTED.items() if k in results})
+    spec = _check_spec(results, {k: v for k, v in DOCUMENTED_FIG1.items() if k in results})
     every_panel_stable = all(any(q["stable"] for q in pts) for pts in results.values())
     summary = {
-        "claim": CLAIM, "spec": "§5.3", "params": params, "smoke": smoke, "seed": seed,
+        "claim": CLAIM, "spec": "docs/equations.md, 'Two-dimensional model'", "params": params, "smoke": smoke,
+        "seed": seed,
         "headline": {"spec_values_match": all(v["match"] for v in spec.values()),
                      "every_panel_has_stable_fixed_point": every_panel_stable,
                      "random_fraction_with_stable_fixed_point": min(s["fraction_has_stable"] for s in sweeps.values()),
@@ -205,7 +209,7 @@ def run(out_dir: pathlib.Path, smoke: bool = False, seed: int = 0, panels: Seque
         "note": "The count rule (w_r > 1 and b0σ < 1 - 1/w_r gives one stable and two unstable fixed points, else a "
                 "single stable one) is only a necessary condition for the extra (y < 0) fixed points: they need "
                 "b0σ <= √a < 1 - 1/w_r. See random_sweeps: some circuits in that regime have one fixed point, and "
-                "some can have two stable ones (bistable, depending on τ_y/τ_a). The SPEC prints 1b's λ as "
+                "some can have two stable ones (bistable, depending on τ_y/τ_a). docs/equations.md prints 1b's λ as "
                 "-0.126 ± 0.599i; the computed value is -0.12639 ± 0.59849i (a rounding difference).",
     }
     ncols = 3

@@ -1,5 +1,5 @@
-"""Contrast (SPEC abstract, ANCHORS §2.1): random E/I SSNs lose stability as the input grows, while random ORGaNICs
-(W_r = I) stay stable at every input strength."""
+"""Contrast (the paper's abstract; docs/protocols.md, 'Stabilized supralinear networks'): random E/I SSNs lose
+stability as the input grows, while random ORGaNICs (W_r = I) stay stable at every input strength."""
 from __future__ import annotations
 
 import dataclasses
@@ -17,7 +17,8 @@ from organics_bench.theory.ssn import sample_ssn, simulate_ssn, ssn_jacobian
 
 NAME = "ssn_contrast"
 CLAIM = ("SSN stability depends on parameters and input strength (φ' grows with activity), unlike ORGaNICs with "
-         "W_r = I, which is stable for every input (SPEC §5.1; ANCHORS §2.1)")
+         "W_r = I, which is stable for every input (docs/equations.md, 'Jacobian at the fixed point'; "
+         "docs/protocols.md, 'Stabilized supralinear networks')")
 
 
 def ssn_outcomes(W: Tensor, tau: Tensor, inputs: Sequence[float], dt: float, t_max: float, k: float,
@@ -69,7 +70,9 @@ def run(out_dir: pathlib.Path, smoke: bool = False, seed: int = 0, n_circuits: i
     org = organics_margins(n_circuits, n_e + n_i, inputs, gen)
     org_frac = (org < 0).double().mean(-1)
     summary = {
-        "claim": CLAIM, "spec": "§5.1 (ORGaNICs), ANCHORS §2.1 (SSN)", "params": params, "smoke": smoke, "seed": seed,
+        "claim": CLAIM, "spec": "docs/equations.md, 'Jacobian at the fixed point' (ORGaNICs); "
+                "docs/protocols.md, 'Stabilized supralinear networks' (SSN)", "params": params, "smoke": smoke,
+        "seed": seed,
         "headline": {"ssn_fraction_stable_by_input": dict(zip(map(str, inputs), ssn["fraction_stable"].tolist())),
                      "organics_fraction_stable_by_input": dict(zip(map(str, inputs), org_frac.tolist()))},
         "claim_holds": bool(org_frac.min() == 1.0 and ssn["fraction_stable"][-1] < ssn["fraction_stable"][0]),

@@ -1,5 +1,5 @@
-"""Generic W_r (SPEC §5.4, Conjecture 5.3): fraction of random circuits that reach a stable fixed point vs the bound
-s on σ_max(W_r) and vs circuit size."""
+"""Generic W_r (Conjecture 5.3; docs/equations.md, 'Generic W_r conjecture'): fraction of random circuits that reach
+a stable fixed point vs the bound s on σ_max(W_r) and vs circuit size."""
 from __future__ import annotations
 
 import itertools
@@ -18,7 +18,7 @@ from organics_bench.theory.circuit import (Circuit, jacobian, max_real_eig, newt
 
 NAME = "wr_sweep"
 CLAIM = ("With ||z|| = 1 and σ_max(W_r) <= 1 every random circuit reaches a stable fixed point; still 100% at "
-         "σ_max = 2, breaks down at 3 (SPEC §5.4, project site)")
+         "σ_max = 2, breaks down at 3 (project site; docs/equations.md, 'Generic W_r conjecture')")
 OUTCOMES = (("stable", "C2", "converged, stable"), ("slow", "C8", "not converged in T; stable fixed point"),
             ("oscillating", "C1", "not converged; unstable fixed point (oscillates)"),
             ("unknown", "C0", "not converged; no fixed point found"), ("diverged", "C3", "diverged"),
@@ -33,8 +33,8 @@ def _outcome(cell: dict[str, Any], key: str) -> int:
 
 def classify(n_trials: int, n: int, bound: float, gen: torch.Generator, dt_frac: float, t_frac: float,
              init: float, tol: float) -> dict[str, Any]:
-    """Simulate ``n_trials`` §5.4-protocol circuits (Euler, dt = dt_frac·τ, T = t_frac·τ, y = a = init) and count
-    outcomes; stable = residual < tol at the end and max Re λ(J) < 0 there."""
+    """Simulate ``n_trials`` circuits of the conjecture's protocol (Euler, dt = dt_frac·τ, T = t_frac·τ,
+    y = a = init) and count outcomes; stable = residual < tol at the end and max Re λ(J) < 0 there."""
     c = sample_unit(n_trials, n, gen, wr_bound=bound)
     tau = float(c.tau_y.min())
     traj = simulate(c, torch.full_like(c.z, init), torch.full_like(c.z, init), dt_frac * tau,
@@ -84,7 +84,8 @@ def run(out_dir: pathlib.Path, smoke: bool = False, seed: int = 0, bounds: Seque
     by_bound = {str(s): min(r["fraction_stable"] for r in cells if r["bound"] == s) for s in bounds}
     table = [{k: v for k, v in r.items() if k != "max_real_lambda_times_tau"} for r in cells]
     summary = {
-        "claim": CLAIM, "spec": "§5.4", "params": params, "smoke": smoke, "seed": seed,
+        "claim": CLAIM, "spec": "docs/equations.md, 'Generic W_r conjecture'", "params": params, "smoke": smoke,
+        "seed": seed,
         "headline": {"min_fraction_stable_by_bound": by_bound,
                      "fraction_stable": {f"s={r['bound']:g},N={r['n']}": r["fraction_stable"] for r in cells},
                      "fraction_stable_incl_slow": {f"s={r['bound']:g},N={r['n']}": r["fraction_stable_incl_slow"]

@@ -40,8 +40,8 @@ def test_jacobian_matches_finite_differences(gen, rectified):
 
 
 def test_jacobian_at_fixed_point_has_spec_blocks(gen):
-    """SPEC §5.1: J11 = -T_y⁻¹ diag(√a), J12 = -T_y⁻¹ diag(y/(2√a)), J21 = 2 T_a⁻¹ W diag(a y),
-    J22 = T_a⁻¹(-I + W diag(y²))."""
+    """docs/equations.md, 'Jacobian at the fixed point': J11 = -T_y⁻¹ diag(√a), J12 = -T_y⁻¹ diag(y/(2√a)),
+    J21 = 2 T_a⁻¹ W diag(a y), J22 = T_a⁻¹(-I + W diag(y²))."""
     c = sample_broad(8, 4, gen)
     y, a = fixed_point_identity(c)
     J = jacobian(c, y, a)

@@ -1,4 +1,5 @@
-"""Headline numbers of the theory experiments at small sizes (SPEC §3.3, §5.1-5.4)."""
+"""Headline numbers of the theory experiments at small sizes (docs/equations.md, 'Algorithm 1' and 'Stability
+theory')."""
 import math
 
 import numpy as np
@@ -15,7 +16,7 @@ def gen():
     return torch.Generator().manual_seed(1)
 
 
-# §5.1 -------------------------------------------------------------------------------------------------------------
+# Jacobian at the fixed point --------------------------------------------------------------------------------------
 @pytest.mark.parametrize("rectified", [False, True])
 def test_random_identity_circuits_are_all_stable(gen, rectified):
     margins = []
@@ -50,7 +51,7 @@ def test_size_counts_sum_and_favour_small():
     assert sum(counts.values()) == 1000 and counts[2] > counts[8] > counts[64] >= 5
 
 
-# §5.2 -------------------------------------------------------------------------------------------------------------
+# Damped oscillators and energy ------------------------------------------------------------------------------------
 def test_companion_matrix_has_jacobian_spectrum(gen):
     for n in (2, 6, 15):
         c = sample_broad(30, n, gen)
@@ -85,7 +86,7 @@ def test_energy_is_zero_at_fixed_point(gen):
     assert oscillator.energy(c, y, a, y, a, torch.ones_like(y)).abs().max() < 1e-20
 
 
-# §5.3 -------------------------------------------------------------------------------------------------------------
+# Two-dimensional model --------------------------------------------------------------------------------------------
 FIG1 = dict(b=0.5, w=1.0, z=1.0, tau_y=2.0, tau_a=2.0)
 
 
@@ -138,7 +139,7 @@ def test_negative_fixed_points_need_the_stated_condition():
                 assert p["b0"] * p["sigma"] <= math.sqrt(q["a"]) < 1 - 1 / p["w_r"]
 
 
-# §3.3 -------------------------------------------------------------------------------------------------------------
+# Algorithm 1 ------------------------------------------------------------------------------------------------------
 def test_algorithm1_converges_to_simulated_fixed_point(gen):
     c = sample_unit(20, 10, gen, wr_bound=1.0)
     y_true, a_true, info = fixed_point_iteration.simulated_fixed_point(c)
@@ -165,7 +166,7 @@ def test_algorithm1_is_exact_for_identity_recurrence(gen):
     assert torch.allclose(ys[0], y) and torch.allclose(as_[0], a) and torch.allclose(ys[1], y)
 
 
-# §5.4 -------------------------------------------------------------------------------------------------------------
+# Generic W_r conjecture -------------------------------------------------------------------------------------------
 def test_unit_bound_circuits_all_stable(gen):
     cell = wr_sweep.classify(40, 10, 1.0, gen, dt_frac=0.05, t_frac=200.0, init=0.01, tol=1e-5)
     assert cell["stable"] == 40 and cell["fraction_stable"] == 1.0
