@@ -7,12 +7,13 @@ SEEDS ?= 0
 experiments = $(subst .yaml,,$(subst conf/experiment/,,$(sort $(wildcard conf/experiment/$(1)*.yaml))))
 TABLE1 := $(call experiments,paper/table1_)
 TABLE2 := $(call experiments,paper/table2_)
+TABLE2_CPU := $(call experiments,cpu/table2_)
 THEORY := $(call experiments,theory/)
 comma := ,
 space := $(empty) $(empty)
 
 .DEFAULT_GOAL := help
-.PHONY: help install data demo test test-fast smoke theory bench reproduce-table1 reproduce-table2 tables wandb-sync \
+.PHONY: help install data demo test test-fast smoke theory bench reproduce-table1 reproduce-table2 reproduce-table2-cpu tables wandb-sync \
 	clean clean-outputs
 
 help: ## List the targets
@@ -50,14 +51,17 @@ bench: install ## Throughput: ORGaNICs per-step vs engine vs nn.LSTM, SSN per-st
 theory: install ## Every stability experiment of the paper: figures and JSON under results/theory/ (CPU, minutes)
 	$(BIN)/organics-bench -m experiment=$(subst $(space),$(comma),$(THEORY))
 
-reproduce-table1: install ## Paper Table 1 (static MNIST): every row, seeds $(SEEDS) (GPU recommended)
+reproduce-table1: install ## Paper Table 1 (static MNIST): every row + the control, seeds $(SEEDS) (needs `make data`)
 	$(BIN)/organics-bench -m experiment=$(subst $(space),$(comma),$(TABLE1)) seed=$(SEEDS)
 
 reproduce-table2: install ## Paper Table 2 (sMNIST/psMNIST): every row, seeds $(SEEDS) (GPU hours; SEEDS=0,1,2)
 	$(BIN)/organics-bench -m experiment=$(subst $(space),$(comma),$(TABLE2)) seed=$(SEEDS)
 
+reproduce-table2-cpu: install ## Table 2 at CPU scale (196 steps, 20 epochs; docs/protocols.md), seeds $(SEEDS) (~20 min per run on 1 CPU)
+	$(BIN)/organics-bench -m experiment=$(subst $(space),$(comma),$(TABLE2_CPU)) seed=$(SEEDS) trainer.num_threads=1
+
 tables: install ## results/tables/paper.{md,csv} (the paper's tables beside ours) and per-experiment tables and figures
-	$(BIN)/organics-bench-tables
+	$(BIN)/organics-bench-tables --readme README.md
 	@for dir in results/runs/*/; do name=$$(basename $$dir); \
 		$(BIN)/organics-bench-report $$dir --table results/tables/$$name.md --figure results/figures/$$name.png; done
 

@@ -29,6 +29,8 @@ from organics_bench.training.sinks import write_text_atomic
 FAMILIES = ("paper", "cpu")
 COLUMNS = ("table", "paper row", "task", "paper", "ours", "seeds (diverged)", "delta", "protocol", "epochs",
            "params ours / paper", "s/epoch", "hardware", "experiment", "records")
+README_COLUMNS = ("table", "paper row", "task", "paper", "ours", "seeds (diverged)", "delta", "protocol")
+README_MARKERS = ("<!-- paper-table -->", "<!-- /paper-table -->")
 
 
 @dataclass
@@ -57,7 +59,8 @@ def paper_experiments() -> list[Experiment]:
                                              resolve=True)
                 if "paper" in job:
                     found.append(Experiment(f"{family}/{name}", job["experiment_name"], job, config_hash(job)))
-    return sorted(found, key=lambda e: (e.paper["table"], e.paper["protocol"] != "full", e.choice))
+    return sorted(found, key=lambda e: (e.paper["table"], e.paper["protocol"] != "full", e.paper["value"] is None,
+                                        e.choice))
 
 
 def _mean_std(values: list[float]) -> str:
@@ -103,9 +106,25 @@ def table_row(experiment: Experiment, results_dir: Path) -> dict[str, str]:
     }
 
 
+def grid(rows: list[dict[str, str]], columns: tuple[str, ...]) -> list[str]:
+    """Markdown table lines of `rows` restricted to `columns`."""
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    return lines + ["| " + " | ".join(row[c] for c in columns) + " |" for row in rows]
+
+
+def replace_readme_block(readme: Path, rows: list[dict[str, str]]) -> None:
+    """Rewrite the compact table between `README_MARKERS` in `readme` (the README's Results section)."""
+    text = readme.read_text()
+    start, end = README_MARKERS
+    if start not in text or end not in text:
+        raise SystemExit(f"error: {readme} has no {start} ... {end} block to fill")
+    head, rest = text.split(start, 1)
+    block = "\n".join(grid(rows, README_COLUMNS))
+    write_text_atomic(f"{head}{start}\n{block}\n{end}{rest.split(end, 1)[1]}", readme)
+
+
 def markdown(rows: list[dict[str, str]], experiments: list[Experiment]) -> str:
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    lines += ["| " + " | ".join(row[c] for c in COLUMNS) + " |" for row in rows]
+    lines = grid(rows, COLUMNS)
     sources = sorted({(e.paper["row"], e.paper.get("source", "")) for e in experiments})
     notes = [f"- {row}: {source}" for row, source in sources if source]
     return ("# The paper's tables beside ours\n\nTest accuracy (%) at the best-validation epoch; ours is mean ± std "
@@ -120,6 +139,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--results-dir", type=Path, default=Path("results"), help="holds runs/ (default: results)")
     parser.add_argument("--out", type=Path, default=None, help="markdown path (default: <results-dir>/tables/paper.md);"
                         " the CSV goes beside it")
+    parser.add_argument("--readme", type=Path, default=None,
+                        help=f"also fill the compact table between {README_MARKERS[0]} markers of this file")
     args = parser.parse_args(argv)
     if not args.results_dir.is_dir():
         print(f"error: no results dir {args.results_dir}; run from the repository root or pass --results-dir",
@@ -135,4 +156,6 @@ def main(argv: list[str] | None = None) -> None:
     writer.writerows(rows)
     write_text_atomic(markdown(rows, experiments), out)
     write_text_atomic(buffer.getvalue(), out.with_suffix(".csv"))
+    if args.readme:
+        replace_readme_block(args.readme, rows)
     print(f"table: {out} ({sum(r['ours'] != 'not yet run' for r in rows)} of {len(rows)} rows measured)")

@@ -67,6 +67,19 @@ def test_table_averages_matching_runs_only_and_counts_divergence(tmp_path, exper
     assert "Soo & Lengyel" in markdown  # where the SSN numbers come from
 
 
+def test_readme_block_is_rewritten_in_place(tmp_path):
+    (tmp_path / "results").mkdir()
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- paper-table -->\nstale\n<!-- /paper-table -->\nafter\n")
+    main(["--results-dir", str(tmp_path / "results"), "--readme", str(readme)])
+    text = readme.read_text()
+    assert text.startswith("intro\n<!-- paper-table -->\n| table | paper row |") and text.endswith("-->\nafter\n")
+    assert "stale" not in text and "| 1 | ORGaNICs (80:80) | MNIST | 98.2 | not yet run |" in text
+    readme.write_text("no markers\n")
+    with pytest.raises(SystemExit, match="no <!-- paper-table -->"):
+        main(["--results-dir", str(tmp_path / "results"), "--readme", str(readme)])
+
+
 def test_missing_results_dir_is_one_line(tmp_path, capsys):
     with pytest.raises(SystemExit) as stop:
         main(["--results-dir", str(tmp_path / "nowhere")])
