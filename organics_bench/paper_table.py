@@ -28,7 +28,7 @@ from organics_bench.training.sinks import write_text_atomic
 
 FAMILIES = ("paper", "cpu")
 COLUMNS = ("table", "paper row", "task", "paper", "ours", "seeds (diverged)", "delta", "protocol", "epochs",
-           "params ours / paper", "s/epoch", "hardware", "experiment", "records")
+           "params ours / paper", "s/epoch", "hardware", "experiment", "records", "our model")
 README_COLUMNS = ("table", "paper row", "task", "paper", "ours", "seeds (diverged)", "delta", "protocol")
 README_MARKERS = ("<!-- paper-table -->", "<!-- /paper-table -->")
 
@@ -103,6 +103,7 @@ def table_row(experiment: Experiment, results_dir: Path) -> dict[str, str]:
         "hardware": "; ".join(hardware) or "-",
         "experiment": f"`experiment={experiment.choice}`",
         "records": f"`{folder.relative_to(results_dir.parent)}/`" if finished else "-",
+        "our model": paper.get("note") or "-",
     }
 
 
