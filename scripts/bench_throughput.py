@@ -10,6 +10,13 @@ Each case times forward + backward of one batch (run the sequence, read out, sum
 The ORGaNICs engine runs its fused C kernels on CPU (`cpu-kernels`, organics_bench/models/organics_kernels.c) and
 torch operations on CUDA; the record says which. On CPU, subnormal floats are flushed to zero as in training
 (trainer.flush_denormal, the default): without it nn.LSTM runs 8-9x slower here.
+A second section times one training step (forward + backward of cross-entropy + reconstruction, no optimizer step)
+of the two-layer static ORGaNICs model (784 -> 40 autoencoder code, layers of 120 and 60 units with learned W_r,
+Algorithm 1 with K = 10, W_r moved off its identity init) at batch 256, for both fixed-point variants (diag(sqrt(a))
+and official_diag_a's diag(a)) and
+  autograd: fixed_point_solver=autograd, autograd through the 10 unrolled torch.linalg.solve calls;
+  adjoint:  fixed_point_solver=adjoint, the hand-written backward and batched LU (organics_bench/models/
+            fixed_point_solver.py), same iterates and gradient.
 Methods are timed in interleaved rounds in one process, after one untimed warm-up run each (it pays one-time
 costs: first touch of fresh memory, library setup); medians and min-max spread are reported. Peak BPTT memory
 is measured per case in a fresh subprocess: on CPU (Linux) the growth of the resident set over one forward +
@@ -20,6 +27,7 @@ torch.cuda.max_memory_allocated minus the bytes allocated before the run.
     python scripts/bench_throughput.py --quick          # small shape only, about a minute on a 2-core CPU
     python scripts/bench_throughput.py                  # small shape + paper shape with 128 units
     python scripts/bench_throughput.py --shapes small,paper64,paper128 --repeats 5 --threads 1
+    python scripts/bench_throughput.py --static-only    # the static model's training step only
 """
 from __future__ import annotations
 
@@ -36,9 +44,11 @@ from pathlib import Path
 
 import torch
 
+from organics_bench.models import fixed_point_solver
 from organics_bench.models.base import DynamicalModel
 from organics_bench.models.organics import Organics
 from organics_bench.models.organics_engine import backend
+from organics_bench.models.organics_static import OrganicsStatic
 from organics_bench.models.rnn import LSTM
 from organics_bench.models.ssn import SSN
 from organics_bench.training.records import environment, git_revision
@@ -59,6 +69,8 @@ SHAPES = {
     "paper64": (784, 256, 64, 3, 2),
     "paper128": (784, 256, 128, 3, 2),
 }
+STATIC_SOLVERS = ("autograd", "adjoint")  # fixed_point_solver: the plain form, then the hand-written backward
+STATIC_SHAPE = "256:120,60"  # batch:units per layer (paper Table 1's two-layer row)
 
 
 def make_case(method: str, steps: int, batch: int, units: int, device: str):
@@ -75,6 +87,42 @@ def make_case(method: str, steps: int, batch: int, units: int, device: str):
             torch.cuda.synchronize()
 
     return forward_backward
+
+
+def make_static_case(solver: str, official_diag_a: bool, batch: int, layers: list[int], device: str):
+    """A zero-argument function running one training step's forward + backward of the static two-layer model."""
+    torch.manual_seed(0)
+    model = OrganicsStatic(784, 10, layers, "bounded", official_diag_a=official_diag_a,
+                           fixed_point_solver=solver).to(device)
+    with torch.no_grad():
+        for layer in model.layers:  # off the identity init, as after some training
+            layer.W_r.add_(0.05 * torch.randn_like(layer.W_r))
+    x, labels = torch.rand(batch, 784, device=device), torch.randint(0, 10, (batch,), device=device)
+
+    def forward_backward() -> None:
+        model.zero_grad(set_to_none=True)
+        model.loss(x, labels)[0].backward()
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+
+    return forward_backward
+
+
+def run_static(shape: str, repeats: int, device: str) -> dict:
+    """Both solvers side by side for each fixed-point variant: timings and the speedup of adjoint over autograd."""
+    batch, units = shape.split(":")
+    batch, layers = int(batch), [int(u) for u in units.split(",")]
+    print(f"static two-layer ORGaNICs: batch={batch}, layers={layers}", flush=True)
+    cases = []
+    for official_diag_a in (False, True):
+        print(f"  official_diag_a={official_diag_a}", flush=True)
+        runners = {s: make_static_case(s, official_diag_a, batch, layers, device) for s in STATIC_SOLVERS}
+        results = {s: summarize(t) for s, t in time_cases(runners, dict.fromkeys(STATIC_SOLVERS, repeats)).items()}
+        speedup = results["autograd"]["median_s"] / results["adjoint"]["median_s"]
+        cases.append({"official_diag_a": official_diag_a, "results": results, "speedup": speedup})
+        print(f"  speedup of adjoint over autograd {speedup:.2f}x", flush=True)
+    lu = fixed_point_solver.backend(torch.empty(1, device=device))
+    return {"batch": batch, "layers": layers, "iterations": 10, "lu_backend": lu, "cases": cases}
 
 
 def matmul_floor_case(steps: int, batch: int, units: int, device: str):
@@ -174,6 +222,16 @@ def markdown(record: dict) -> str:
         f"{record['device']} ({record['hardware']}), {record['threads']} thread(s), {record['date']}; ORGaNICs "
         f"engine steps: {record['engine_backend']}; subnormals flushed to zero: {record['flush_denormal']}.",
         "",
+    ]
+    if record["cases"]:
+        lines += sequence_table(record["cases"])
+    if record.get("static"):
+        lines += static_table(record["static"])
+    return "\n".join(lines)
+
+
+def sequence_table(cases: list[dict]) -> list[str]:
+    lines = [
         "Forward + backward of one batch; median [min-max] seconds over the runs given. Speedup = per-step / engine",
         "(ORGaNICs; SSN alike); engine/LSTM = time ratio at equal units. Peak memory: growth of the process's peak",
         "RSS over one forward + backward in a fresh process (CPU) or peak CUDA allocation above the start (GPU), MiB.",
@@ -185,15 +243,35 @@ def markdown(record: dict) -> str:
         "| speedup bound by matmuls | peak MiB per-step / engine / LSTM / SSN per-step / SSN engine |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for case in record["cases"]:
+    for case in cases:
         res = case["results"]
-        cells = [f"{r['median_s']:.3f} [{r['min_s']:.3f}-{r['max_s']:.3f}] (n={r['runs']})"
-                 for r in (res[m] for m in (*METHODS, "matmuls"))]
+        cells = [_timing(res[m]) for m in (*METHODS, "matmuls")]
         memory = " / ".join(f"{res[m]['peak_mb']:.0f}" if res[m].get("peak_mb") is not None else "-" for m in METHODS)
         lines.append(f"| {case['steps']} x {case['batch']} x {case['units']} | {' | '.join(cells)} "
                      f"| {case['speedup_vs_naive']:.2f}x | {case['engine_over_lstm']:.2f} "
                      f"| {case['ssn_speedup_vs_naive']:.2f}x | {case['speedup_bound_by_matmuls']:.2f}x | {memory} |")
-    return "\n".join(lines) + "\n"
+    return [*lines, ""]
+
+
+def static_table(static: dict) -> list[str]:
+    lines = [
+        f"Static two-layer ORGaNICs (layers {static['layers']}, learned W_r, Algorithm 1 with K = "
+        f"{static['iterations']}), one training step (forward + backward) at batch {static['batch']}; median [min-max]",
+        "seconds. autograd: autograd through torch.linalg.solve (fixed_point_solver=autograd); adjoint: hand-written",
+        f"backward, LU by {static['lu_backend']} (fixed_point_solver=adjoint); speedup = autograd / adjoint.",
+        "",
+        "| fixed point | autograd (s) | adjoint (s) | speedup |",
+        "|---|---|---|---|",
+    ]
+    for case in static["cases"]:
+        variant = "official_diag_a: diag(a)" if case["official_diag_a"] else "diag(sqrt(a))"
+        cells = " | ".join(_timing(case["results"][s]) for s in STATIC_SOLVERS)
+        lines.append(f"| {variant} | {cells} | {case['speedup']:.2f}x |")
+    return [*lines, ""]
+
+
+def _timing(result: dict) -> str:
+    return f"{result['median_s']:.3f} [{result['min_s']:.3f}-{result['max_s']:.3f}] (n={result['runs']})"
 
 
 def main() -> None:
@@ -209,6 +287,10 @@ def main() -> None:
     parser.add_argument("--keep-denormals", action="store_true",
                         help="do not flush subnormal floats to zero (training flushes them by default)")
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "bench")
+    parser.add_argument("--static-shape", default=STATIC_SHAPE,
+                        help=f"batch:units per layer of the static model's section (default {STATIC_SHAPE})")
+    parser.add_argument("--static-repeats", type=int, default=5, help="timed runs per static case (default 5)")
+    parser.add_argument("--static-only", action="store_true", help="only the static model's section")
     parser.add_argument("--memory-case", nargs=4, metavar=("METHOD", "T", "BATCH", "UNITS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -218,7 +300,7 @@ def main() -> None:
         print(json.dumps({"peak_mb": peak_memory_mb(method, *map(int, shape), args.device)}))
         return
 
-    names = ["small"] if args.quick else args.shapes.split(",")
+    names = [] if args.static_only else ["small"] if args.quick else args.shapes.split(",")
     engine_backend = backend(torch.empty(1, 1, 3, device=args.device))
     print(f"device: {args.device} ({hardware(args.device)}), torch {torch.__version__}, {args.threads} thread(s), "
           f"ORGaNICs engine steps: {engine_backend}")
@@ -260,6 +342,7 @@ def main() -> None:
         "flush_denormal": not args.keep_denormals,
         "env": environment(args.device),
         "cases": cases,
+        "static": run_static(args.static_shape, args.static_repeats, args.device),
     }
     args.out.mkdir(parents=True, exist_ok=True)
     stem = args.out / record["host"]

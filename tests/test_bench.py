@@ -9,7 +9,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_benchmark_writes_its_record_and_table(tmp_path):
     result = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_throughput.py"), "--shapes", "12:3:6",
-                             "--repeats", "2", "--naive-repeats", "1", "--out", str(tmp_path)],
+                             "--repeats", "2", "--naive-repeats", "1", "--static-shape", "5:6,4",
+                             "--static-repeats", "2", "--out", str(tmp_path)],
                             capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "device: cpu" in result.stdout
@@ -28,5 +29,25 @@ def test_benchmark_writes_its_record_and_table(tmp_path):
     assert case["speedup_vs_naive"] == results["naive"]["median_s"] / results["engine"]["median_s"]
     assert case["engine_over_lstm"] == results["engine"]["median_s"] / results["lstm"]["median_s"]
     assert case["speedup_bound_by_matmuls"] == results["naive"]["median_s"] / results["matmuls"]["median_s"]
+    static = record["static"]
+    assert (static["batch"], static["layers"], static["lu_backend"]) == (5, [6, 4], "cpu-kernels")
+    assert [case["official_diag_a"] for case in static["cases"]] == [False, True]
+    for case in static["cases"]:
+        assert set(case["results"]) == {"autograd", "adjoint"}
+        assert all(timing["runs"] == 2 for timing in case["results"].values())
+        assert case["speedup"] == case["results"]["autograd"]["median_s"] / case["results"]["adjoint"]["median_s"]
     table = md_path.read_text()
     assert "| 12 x 3 x 6 |" in table and "cpu-kernels" in table
+    assert "| diag(sqrt(a)) |" in table and "| official_diag_a: diag(a) |" in table
+
+
+def test_benchmark_static_section_alone(tmp_path):
+    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_throughput.py"), "--static-only",
+                             "--static-shape", "3:5,2", "--static-repeats", "1", "--out", str(tmp_path)],
+                            capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    (json_path,) = tmp_path.glob("*.json")
+    record = json.loads(json_path.read_text())
+    assert record["cases"] == [] and len(record["static"]["cases"]) == 2
+    assert "T x batch x units" not in (tmp_path / f"{json_path.stem}.md").read_text()
+

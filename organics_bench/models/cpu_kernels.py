@@ -1,4 +1,5 @@
-"""Build and load the engine's fused CPU kernels (`organics_kernels.c`) with the system C compiler, once per machine.
+"""Build and load the fused CPU kernels with the system C compiler, once per machine: the sequence engine's
+(`organics_kernels.c`) and the batched LU of the static layers' Algorithm 1 (`fixed_point_kernels.c`).
 
 The shared libraries are cached under $ORGANICS_BENCH_CACHE (default: $XDG_CACHE_HOME/organics-bench, else
 ~/.cache/organics-bench), keyed by the source, the compiler flags and the CPU, since they are built for the
@@ -21,50 +22,60 @@ from pathlib import Path
 
 import torch
 
-SOURCE = Path(__file__).with_name("organics_kernels.c")
 FLAGS = ["-O3", "-march=native", "-fno-math-errno", "-fno-trapping-math", "-fPIC", "-shared", "-std=c11"]
 REALS = {torch.float32: "float", torch.float64: "double"}
 _P, _L, _I = ctypes.c_void_p, ctypes.c_long, ctypes.c_int
+# per source file (its stem): function name -> (argument types, return type)
 SIGNATURES = {
-    "forward_prepare": [_L, _L, _P, _P, _P],
-    "forward_finish": [_L, _L, _P, _P, _P, _P, _I, _P, _P, _P],
-    "backward_prepare": [_L, _L, _P, _P, _P, _P, _P, _I, _P, _P, _P, _P, _P, _P, _P, _P, _P],
-    "backward_finish": [_L, _L, _P, _P, _P, _I, _P, _P, _P, _P],
+    "organics_kernels": {
+        "forward_prepare": ([_L, _L, _P, _P, _P], None),
+        "forward_finish": ([_L, _L, _P, _P, _P, _P, _I, _P, _P, _P], None),
+        "backward_prepare": ([_L, _L, _P, _P, _P, _P, _P, _I, _P, _P, _P, _P, _P, _P, _P, _P, _P], None),
+        "backward_finish": ([_L, _L, _P, _P, _P, _I, _P, _P, _P, _P], None),
+    },
+    "fixed_point_kernels": {
+        "lanes": ([], _L),
+        "factor_solve": ([_L, _L, _P, _P, _P, _P, _P, _P, _P, _P], None),
+        "adjoint_solve": ([_L, _L, _P, _P, _P, _P, _P], None),
+    },
 }
+USERS = {"organics_kernels": "ORGaNICs engine", "fixed_point_kernels": "Algorithm 1"}
 
 
-def available(tensor: torch.Tensor) -> bool:
-    """Whether the fused kernels can run on this tensor's device and dtype (building them if needed)."""
-    return tensor.device.type == "cpu" and tensor.dtype in REALS and load(tensor.dtype) is not None
+def available(tensor: torch.Tensor, source: str = "organics_kernels") -> bool:
+    """Whether the kernels of `source` can run on this tensor's device and dtype (building them if needed)."""
+    return tensor.device.type == "cpu" and tensor.dtype in REALS and load(tensor.dtype, source) is not None
 
 
 @lru_cache(maxsize=None)
-def load(dtype: torch.dtype) -> ctypes.CDLL | None:
-    """The kernels for float32 or float64 as a ctypes library, or None (with one warning) if they cannot be built."""
+def load(dtype: torch.dtype, source: str = "organics_kernels") -> ctypes.CDLL | None:
+    """The kernels of `source` for float32 or float64 as a ctypes library, or None (with one warning) if they cannot
+    be built."""
     try:
-        library = ctypes.CDLL(str(_build(REALS[dtype])))
+        library = ctypes.CDLL(str(_build(REALS[dtype], source)))
     except (OSError, subprocess.SubprocessError) as error:
-        warnings.warn(f"ORGaNICs engine: fused CPU kernels unavailable ({error}); using torch operations",
+        warnings.warn(f"{USERS[source]}: fused CPU kernels unavailable ({error}); using torch operations",
                       RuntimeWarning, stacklevel=2)
         return None
-    for name, argtypes in SIGNATURES.items():
+    for name, (argtypes, restype) in SIGNATURES[source].items():
         function = getattr(library, name)
-        function.argtypes, function.restype = argtypes, None
+        function.argtypes, function.restype = argtypes, restype
     return library
 
 
-def _build(real: str) -> Path:
+def _build(real: str, source: str) -> Path:
     compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
     if compiler is None:
         raise OSError("no C compiler found (set CC)")
+    path = Path(__file__).with_name(f"{source}.c")
     flags = [*FLAGS, f"-DREAL={real}"]
-    key = hashlib.sha256("\n".join([SOURCE.read_text(), compiler, *flags, _cpu()]).encode()).hexdigest()[:16]
-    target = _cache_dir() / f"organics_kernels_{real}_{key}.so"
+    key = hashlib.sha256("\n".join([path.read_text(), compiler, *flags, _cpu()]).encode()).hexdigest()[:16]
+    target = _cache_dir() / f"{source}_{real}_{key}.so"
     if not target.exists():
         target.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
             built = Path(tmp) / target.name
-            result = subprocess.run([compiler, *flags, str(SOURCE), "-o", str(built), "-lm"],
+            result = subprocess.run([compiler, *flags, str(path), "-o", str(built), "-lm"],
                                     capture_output=True, text=True, timeout=120)
             if result.returncode != 0:
                 raise OSError(f"{compiler} failed: {result.stderr.strip().splitlines()[-1:]}")

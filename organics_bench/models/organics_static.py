@@ -17,7 +17,10 @@ next layer or to a linear readout. The steady state (y_s, a_s) is:
 
 with W_r / sigma_max(W_r) (largest singular value exactly 1) as the learned recurrence. `official_diag_a`
 puts diag(a) where Algorithm 1 has diag(sqrt(a)), as the official code does (SPEC.md section 7 item 4); its
-result is then not a fixed point of the ODE.
+result is then not a fixed point of the ODE. `fixed_point_solver` says how Algorithm 1 runs, both with the same
+iterates and gradient: "adjoint" (default) with a hand-written backward through the iterations and a batched LU
+kernel on the CPU (`organics_bench.models.fixed_point_solver`), "autograd" as autograd through torch.linalg.solve
+(the plain form, several times slower, kept for comparison).
 """
 from __future__ import annotations
 
@@ -31,8 +34,10 @@ from torch import nn
 
 from organics_bench.equations import algorithm1, circuit_rhs
 from organics_bench.models.autoencoder import AutoencodedClassifier
+from organics_bench.models.fixed_point_solver import algorithm1_adjoint
 
 RECURRENCES = ("identity", "bounded")
+FIXED_POINT_SOLVERS = ("adjoint", "autograd")
 EPS = 1e-10
 
 
@@ -44,9 +49,11 @@ def closed_form_fixed_point(drive: torch.Tensor, floor: torch.Tensor, W: torch.T
 
 
 def iterative_fixed_point(drive: torch.Tensor, floor: torch.Tensor, W: torch.Tensor, W_r: torch.Tensor,
-                          iterations: int, official_diag_a: bool = False,
-                          eps: float = EPS) -> tuple[torch.Tensor, torch.Tensor]:
-    """(y_K, a_K) of Algorithm 1 for a recurrence W_r with largest singular value 1 (module docstring)."""
+                          iterations: int, official_diag_a: bool = False, eps: float = EPS,
+                          solver: str = "adjoint") -> tuple[torch.Tensor, torch.Tensor]:
+    """(y_K, a_K) of Algorithm 1 for a recurrence W_r with largest singular value 1, by `solver` (module docstring)."""
+    if solver == "adjoint":
+        return algorithm1_adjoint(drive, floor, W, W_r, iterations, official_diag_a, eps)
     *_, last = algorithm1(drive, floor, W, W_r, iterations, official_diag_a, eps)
     return last
 
@@ -64,14 +71,17 @@ class FixedPointLayer(nn.Module):
     """One ORGaNICs fixed-point layer (SPEC.md section 3.2): input (batch, d_input) -> rates (batch, n_units)."""
 
     def __init__(self, d_input: int, n_units: int, recurrence: str = "identity", iterations: int = 10,
-                 official_diag_a: bool = False, sigma: float = 1.0, eps: float = EPS) -> None:
+                 official_diag_a: bool = False, sigma: float = 1.0, eps: float = EPS,
+                 fixed_point_solver: str = "adjoint") -> None:
         super().__init__()
         if recurrence not in RECURRENCES:
             raise ValueError(f"recurrence must be one of {RECURRENCES}, got {recurrence!r}")
+        if fixed_point_solver not in FIXED_POINT_SOLVERS:
+            raise ValueError(f"fixed_point_solver must be one of {FIXED_POINT_SOLVERS}, got {fixed_point_solver!r}")
         if official_diag_a and recurrence == "identity":
             raise ValueError("official_diag_a changes Algorithm 1, which only recurrence='bounded' uses")
         self.n_units, self.recurrence, self.iterations = n_units, recurrence, iterations
-        self.official_diag_a, self.eps = official_diag_a, eps
+        self.official_diag_a, self.eps, self.fixed_point_solver = official_diag_a, eps, fixed_point_solver
         self.W_zx = nn.Parameter(nn.init.kaiming_uniform_(torch.empty(n_units, d_input), a=math.sqrt(5)))
         self.W_bx = nn.Parameter(torch.randn(n_units, d_input))  # the reference code's effective init (SPEC 7.5)
         self.b0_logit = nn.Parameter(torch.zeros(n_units))
@@ -109,7 +119,7 @@ class FixedPointLayer(nn.Module):
             y, a = closed_form_fixed_point(drive, self.floor(), self.normalization_matrix(), self.eps)
         else:
             y, a = iterative_fixed_point(drive, self.floor(), self.normalization_matrix(), W_r, self.iterations,
-                                         self.official_diag_a, self.eps)
+                                         self.official_diag_a, self.eps, self.fixed_point_solver)
         return torch.cat([y, a], -1)
 
     def vector_field(self, state: torch.Tensor, drive: torch.Tensor) -> torch.Tensor:
@@ -138,14 +148,18 @@ class OrganicsStatic(AutoencodedClassifier):
         official_diag_a: Algorithm 1 with diag(a) instead of diag(sqrt(a)), as the official code (not a true
             fixed point; off by default).
         code_size: the autoencoder's code size, the first layer's input.
+        fixed_point_solver: how Algorithm 1 runs, same numbers either way: "adjoint" (hand-written backward,
+            batched LU kernel on the CPU) or "autograd" (autograd through torch.linalg.solve, slower).
     """
 
     def __init__(self, d_input: int, n_classes: int, layers: Sequence[int] = (50,), recurrence: str = "identity",
-                 iterations: int = 10, official_diag_a: bool = False, code_size: int = 40) -> None:
+                 iterations: int = 10, official_diag_a: bool = False, code_size: int = 40,
+                 fixed_point_solver: str = "adjoint") -> None:
         super().__init__(d_input, code_size)
         sizes = [code_size, *layers]
         self.layers = nn.ModuleList(
-            FixedPointLayer(m, n, recurrence, iterations, official_diag_a) for m, n in zip(sizes, sizes[1:]))
+            FixedPointLayer(m, n, recurrence, iterations, official_diag_a, fixed_point_solver=fixed_point_solver)
+            for m, n in zip(sizes, sizes[1:]))
         self.readout_layer = nn.Linear(sizes[-1], n_classes)
 
     def classify(self, code: torch.Tensor) -> torch.Tensor:
