@@ -6,7 +6,8 @@ Each case times forward + backward of one batch (run the sequence, read out, sum
   lstm:   `organics_bench.models.rnn.LSTM` (torch's nn.LSTM) with the same number of units;
   ssn-naive: `DynamicalModel.run_steps` on `organics_bench.models.ssn.SSN` with units E and units I neurons
           (the SSN counterpart of ORGaNICs with units y and units a neurons), autograd through `step`;
-  ssn:    `SSN.run_steps`, the SSN's sequence engine (organics_bench/models/ssn_engine.py).
+  ssn:    `SSN.run_steps`, the SSN's sequence engine (organics_bench/models/ssn_engine.py; on CPU its fused C
+          kernels, ssn_kernels.c).
 The ORGaNICs engine runs its fused C kernels on CPU (`cpu-kernels`, organics_bench/models/organics_kernels.c) and
 torch operations on CUDA; the record says which. On CPU, subnormal floats are flushed to zero as in training
 (trainer.flush_denormal, the default): without it nn.LSTM runs 8-9x slower here.
@@ -17,6 +18,10 @@ and official_diag_a's diag(a)) and
   autograd: fixed_point_solver=autograd, autograd through the 10 unrolled torch.linalg.solve calls;
   adjoint:  fixed_point_solver=adjoint, the hand-written backward and batched LU (organics_bench/models/
             fixed_point_solver.py), same iterates and gradient.
+A third section times one training step (forward + backward of cross-entropy + reconstruction) of the static SSN
+of paper Table 1 (784 -> 40 autoencoder code, 50 E + 50 I neurons, 200 Euler steps from rest) at batch 256, with
+  torch:  engine="torch", the SSN engine as torch operations (the form before its fused kernels);
+  fused:  engine="auto", on CPU the fused C kernels (organics_bench/models/ssn_kernels.c, ssn_fused.py).
 Methods are timed in interleaved rounds in one process, after one untimed warm-up run each (it pays one-time
 costs: first touch of fresh memory, library setup); medians and min-max spread are reported. Peak BPTT memory
 is measured per case in a fresh subprocess: on CPU (Linux) the growth of the resident set over one forward +
@@ -28,6 +33,7 @@ torch.cuda.max_memory_allocated minus the bytes allocated before the run.
     python scripts/bench_throughput.py                  # small shape + paper shape with 128 units
     python scripts/bench_throughput.py --shapes small,paper64,paper128 --repeats 5 --threads 1
     python scripts/bench_throughput.py --static-only    # the static model's training step only
+    python scripts/bench_throughput.py --ssn-static-only    # the static SSN's training step only
 """
 from __future__ import annotations
 
@@ -50,7 +56,8 @@ from organics_bench.models.organics import Organics
 from organics_bench.models.organics_engine import backend
 from organics_bench.models.organics_static import OrganicsStatic
 from organics_bench.models.rnn import LSTM
-from organics_bench.models.ssn import SSN
+from organics_bench.models.ssn import SSN, SSNStatic
+from organics_bench.models.ssn_engine import backend as ssn_backend
 from organics_bench.training.records import environment, git_revision
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -71,6 +78,8 @@ SHAPES = {
 }
 STATIC_SOLVERS = ("autograd", "adjoint")  # fixed_point_solver: the plain form, then the hand-written backward
 STATIC_SHAPE = "256:120,60"  # batch:units per layer (paper Table 1's two-layer row)
+SSN_ENGINES = {"torch": "torch", "fused": "auto"}  # name in the record: the model's engine
+SSN_STATIC_SHAPE = "256:50,50:200"  # batch:E,I:steps (paper Table 1's SSN (50:50) row)
 
 
 def make_case(method: str, steps: int, batch: int, units: int, device: str):
@@ -123,6 +132,35 @@ def run_static(shape: str, repeats: int, device: str) -> dict:
         print(f"  speedup of adjoint over autograd {speedup:.2f}x", flush=True)
     lu = fixed_point_solver.backend(torch.empty(1, device=device))
     return {"batch": batch, "layers": layers, "iterations": 10, "lu_backend": lu, "cases": cases}
+
+
+def make_ssn_static_case(engine: str, batch: int, sizes: list[int], steps: int, device: str):
+    """A zero-argument function running one training step's forward + backward of the static SSN."""
+    torch.manual_seed(0)
+    model = SSNStatic(784, 10, *sizes, steps=steps, engine=engine).to(device)
+    x, labels = torch.rand(batch, 784, device=device), torch.randint(0, 10, (batch,), device=device)
+
+    def forward_backward() -> None:
+        model.zero_grad(set_to_none=True)
+        model.loss(x, labels)[0].backward()
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+
+    return forward_backward
+
+
+def run_ssn_static(shape: str, repeats: int, device: str) -> dict:
+    """The static SSN's two engines side by side: timings and the speedup of fused over torch."""
+    batch, sizes, steps = shape.split(":")
+    batch, sizes, steps = int(batch), [int(n) for n in sizes.split(",")], int(steps)
+    print(f"static SSN: batch={batch}, E,I={sizes}, steps={steps}", flush=True)
+    runners = {name: make_ssn_static_case(engine, batch, sizes, steps, device) for name, engine in SSN_ENGINES.items()}
+    results = {name: summarize(t) for name, t in time_cases(runners, dict.fromkeys(SSN_ENGINES, repeats)).items()}
+    speedup = results["torch"]["median_s"] / results["fused"]["median_s"]
+    print(f"  speedup of fused over torch {speedup:.2f}x", flush=True)
+    fused_backend = ssn_backend(torch.empty(1, device=device))
+    return {"batch": batch, "sizes": sizes, "steps": steps, "fused_backend": fused_backend, "results": results,
+            "speedup": speedup}
 
 
 def matmul_floor_case(steps: int, batch: int, units: int, device: str):
@@ -227,6 +265,8 @@ def markdown(record: dict) -> str:
         lines += sequence_table(record["cases"])
     if record.get("static"):
         lines += static_table(record["static"])
+    if record.get("ssn_static"):
+        lines += ssn_static_table(record["ssn_static"])
     return "\n".join(lines)
 
 
@@ -270,6 +310,21 @@ def static_table(static: dict) -> list[str]:
     return [*lines, ""]
 
 
+def ssn_static_table(ssn: dict) -> list[str]:
+    lines = [
+        f"Static SSN ({ssn['sizes'][0]} E + {ssn['sizes'][1]} I, {ssn['steps']} Euler steps, autoencoder code), one "
+        f"training step (forward + backward) at batch {ssn['batch']};",
+        "median [min-max] seconds. torch: the SSN engine as torch operations (engine=torch); fused: engine=auto, here",
+        f"{ssn['fused_backend']}; speedup = torch / fused.",
+        "",
+        "| E + I x steps | torch (s) | fused (s) | speedup |",
+        "|---|---|---|---|",
+        f"| {' + '.join(map(str, ssn['sizes']))} x {ssn['steps']} | {_timing(ssn['results']['torch'])} "
+        f"| {_timing(ssn['results']['fused'])} | {ssn['speedup']:.2f}x |",
+    ]
+    return [*lines, ""]
+
+
 def _timing(result: dict) -> str:
     return f"{result['median_s']:.3f} [{result['min_s']:.3f}-{result['max_s']:.3f}] (n={result['runs']})"
 
@@ -291,6 +346,10 @@ def main() -> None:
                         help=f"batch:units per layer of the static model's section (default {STATIC_SHAPE})")
     parser.add_argument("--static-repeats", type=int, default=5, help="timed runs per static case (default 5)")
     parser.add_argument("--static-only", action="store_true", help="only the static model's section")
+    parser.add_argument("--ssn-static-shape", default=SSN_STATIC_SHAPE,
+                        help=f"batch:E,I:steps of the static SSN's section (default {SSN_STATIC_SHAPE})")
+    parser.add_argument("--ssn-static-repeats", type=int, default=5, help="timed runs per static SSN engine")
+    parser.add_argument("--ssn-static-only", action="store_true", help="only the static SSN's section")
     parser.add_argument("--memory-case", nargs=4, metavar=("METHOD", "T", "BATCH", "UNITS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -300,7 +359,8 @@ def main() -> None:
         print(json.dumps({"peak_mb": peak_memory_mb(method, *map(int, shape), args.device)}))
         return
 
-    names = [] if args.static_only else ["small"] if args.quick else args.shapes.split(",")
+    only_one = args.static_only or args.ssn_static_only
+    names = [] if only_one else ["small"] if args.quick else args.shapes.split(",")
     engine_backend = backend(torch.empty(1, 1, 3, device=args.device))
     print(f"device: {args.device} ({hardware(args.device)}), torch {torch.__version__}, {args.threads} thread(s), "
           f"ORGaNICs engine steps: {engine_backend}")
@@ -342,7 +402,9 @@ def main() -> None:
         "flush_denormal": not args.keep_denormals,
         "env": environment(args.device),
         "cases": cases,
-        "static": run_static(args.static_shape, args.static_repeats, args.device),
+        "static": None if args.ssn_static_only else run_static(args.static_shape, args.static_repeats, args.device),
+        "ssn_static": None if args.static_only else run_ssn_static(args.ssn_static_shape, args.ssn_static_repeats,
+                                                                   args.device),
     }
     args.out.mkdir(parents=True, exist_ok=True)
     stem = args.out / record["host"]

@@ -51,3 +51,18 @@ def test_benchmark_static_section_alone(tmp_path):
     assert record["cases"] == [] and len(record["static"]["cases"]) == 2
     assert "T x batch x units" not in (tmp_path / f"{json_path.stem}.md").read_text()
 
+
+def test_benchmark_ssn_static_section_alone(tmp_path):
+    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_throughput.py"), "--ssn-static-only",
+                             "--ssn-static-shape", "3:5,2:4", "--ssn-static-repeats", "2", "--out", str(tmp_path)],
+                            capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    (json_path,) = tmp_path.glob("*.json")
+    record = json.loads(json_path.read_text())
+    assert record["cases"] == [] and record["static"] is None
+    ssn = record["ssn_static"]
+    assert (ssn["batch"], ssn["sizes"], ssn["steps"], ssn["fused_backend"]) == (3, [5, 2], 4, "cpu-kernels")
+    assert set(ssn["results"]) == {"torch", "fused"} and all(r["runs"] == 2 for r in ssn["results"].values())
+    assert ssn["speedup"] == ssn["results"]["torch"]["median_s"] / ssn["results"]["fused"]["median_s"]
+    table = (tmp_path / f"{json_path.stem}.md").read_text()
+    assert "| 5 + 2 x 4 |" in table and "T x batch x units" not in table and "diag(sqrt(a))" not in table

@@ -1,5 +1,6 @@
 """Build and load the fused CPU kernels with the system C compiler, once per machine: the sequence engine's
-(`organics_kernels.c`) and the batched LU of the static layers' Algorithm 1 (`fixed_point_kernels.c`).
+(`organics_kernels.c`), the batched LU of the static layers' Algorithm 1 (`fixed_point_kernels.c`) and the SSN
+engine's (`ssn_kernels.c`).
 
 The shared libraries are cached under $ORGANICS_BENCH_CACHE (default: $XDG_CACHE_HOME/organics-bench, else
 ~/.cache/organics-bench), keyed by the source, the compiler flags and the CPU, since they are built for the
@@ -24,7 +25,7 @@ import torch
 
 FLAGS = ["-O3", "-march=native", "-fno-math-errno", "-fno-trapping-math", "-fPIC", "-shared", "-std=c11"]
 REALS = {torch.float32: "float", torch.float64: "double"}
-_P, _L, _I = ctypes.c_void_p, ctypes.c_long, ctypes.c_int
+_P, _L, _I, _D = ctypes.c_void_p, ctypes.c_long, ctypes.c_int, ctypes.c_double
 # per source file (its stem): function name -> (argument types, return type)
 SIGNATURES = {
     "organics_kernels": {
@@ -38,8 +39,13 @@ SIGNATURES = {
         "factor_solve": ([_L, _L, _P, _P, _P, _P, _P, _P, _P, _P], None),
         "adjoint_solve": ([_L, _L, _P, _P, _P, _P, _P], None),
     },
+    "ssn_kernels": {
+        "ssn_padded": ([_L], _L),
+        "ssn_forward": ([_L, _L, _L, _P, _P, _L, _P, _D, _D, _P, _P, _P], _I),
+        "ssn_backward": ([_L, _L, _L, _P, _P, _P, _D, _D, _P, _P, _L, _P, _P], _I),
+    },
 }
-USERS = {"organics_kernels": "ORGaNICs engine", "fixed_point_kernels": "Algorithm 1"}
+USERS = {"organics_kernels": "ORGaNICs engine", "fixed_point_kernels": "Algorithm 1", "ssn_kernels": "SSN engine"}
 
 
 def available(tensor: torch.Tensor, source: str = "organics_kernels") -> bool:

@@ -33,7 +33,7 @@ from torch import nn
 
 from organics_bench.models.autoencoder import AutoencodedClassifier
 from organics_bench.models.base import DynamicalModel
-from organics_bench.models.ssn_engine import ssn_scan
+from organics_bench.models.ssn_engine import checked_engine, ssn_scan, ssn_settle
 
 COUPLING = {"EE": 1.25, "EI": 0.65, "IE": 1.2, "II": 0.5}  # |J_post,pre| of the two-population SSN
 JITTER = 0.5
@@ -111,13 +111,14 @@ class SSN(_ReadsExcitatoryRates, DynamicalModel):
     readout is linear in the E rates. The state is u (batch, n_E + n_I); `vector_field` is in units of one step.
 
     Args: d_input, n_classes; n_excitatory, n_inhibitory; k, power (rates k[u]+^power); dt_tau_e, dt_tau_i (dt/tau
-    per population, fixed); input_scale (size of the input drive at init).
+    per population, fixed); input_scale (size of the input drive at init); engine ("auto" or "torch", `ssn_engine`).
     """
 
     def __init__(self, d_input: int, n_classes: int, n_excitatory: int = 128, n_inhibitory: int = 128,
                  k: float = 0.04, power: float = 2.0, dt_tau_e: float = 0.02, dt_tau_i: float = 0.04,
-                 input_scale: float = 10.0) -> None:
+                 input_scale: float = 10.0, engine: str = "auto") -> None:
         super().__init__()
+        self.engine = checked_engine(engine)
         self.circuit = SSNCircuit(d_input, n_excitatory, n_inhibitory, k, power, dt_tau_e, dt_tau_i, input_scale)
         self.readout_layer = nn.Linear(n_excitatory, n_classes)
 
@@ -139,7 +140,7 @@ class SSN(_ReadsExcitatoryRates, DynamicalModel):
         projected once."""
         c = self.circuit
         drives = c.input(x.transpose(0, 1))  # time-major
-        return ssn_scan(drives, self.initial_state(x.shape[0]), c.weights(), c.dt_tau, c.k, c.power)
+        return ssn_scan(drives, self.initial_state(x.shape[0]), c.weights(), c.dt_tau, c.k, c.power, self.engine)
 
 
 class SSNStatic(_ReadsExcitatoryRates, AutoencodedClassifier):
@@ -147,14 +148,14 @@ class SSNStatic(_ReadsExcitatoryRates, AutoencodedClassifier):
     from u = 0, linear readout of the E rates at the last step.
 
     Args: d_input, n_classes; n_excitatory, n_inhibitory; steps; k, power; dt_tau_e, dt_tau_i; input_scale;
-    code_size (the autoencoder's code).
+    code_size (the autoencoder's code); engine ("auto" or "torch", `ssn_engine`).
     """
 
     def __init__(self, d_input: int, n_classes: int, n_excitatory: int = 50, n_inhibitory: int = 50,
                  steps: int = 200, k: float = 0.04, power: float = 2.0, dt_tau_e: float = 0.1,
-                 dt_tau_i: float = 0.2, input_scale: float = 10.0, code_size: int = 40) -> None:
+                 dt_tau_i: float = 0.2, input_scale: float = 10.0, code_size: int = 40, engine: str = "auto") -> None:
         super().__init__(d_input, code_size)
-        self.steps = steps
+        self.steps, self.engine = steps, checked_engine(engine)
         self.circuit = SSNCircuit(code_size, n_excitatory, n_inhibitory, k, power, dt_tau_e, dt_tau_i, input_scale)
         self.readout_layer = nn.Linear(n_excitatory, n_classes)
 
@@ -162,7 +163,7 @@ class SSNStatic(_ReadsExcitatoryRates, AutoencodedClassifier):
         """(u after `steps` Euler steps from 0, drive h, weights W) for a code (batch, code_size)."""
         c = self.circuit
         W, h = c.weights(), c.input(code)
-        u = ssn_scan(h.expand(self.steps, *h.shape), torch.zeros_like(h), W, c.dt_tau, c.k, c.power)
+        u = ssn_settle(h, self.steps, torch.zeros_like(h), W, c.dt_tau, c.k, c.power, self.engine)
         return u, h, W
 
     def classify(self, code: torch.Tensor) -> torch.Tensor:
