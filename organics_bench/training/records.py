@@ -11,6 +11,8 @@ from pathlib import Path
 
 import torch
 
+from organics_bench.training.sinks import write_json_atomic
+
 SCHEMA_VERSION = 1
 # What a run computes: these config sections, less the keys that only say where or how fast it runs.
 BEHAVIOUR_SECTIONS = ("model", "task", "trainer", "optimizer", "scheduler")
@@ -91,4 +93,13 @@ def publish(run_dir: Path, results_dir: Path, experiment: str, model: str, seed:
         tmp = target / f"{name}.tmp"
         shutil.copyfile(source, tmp)
         tmp.replace(target / name)
+    diagnostics = collect_diagnostics(run_dir)
+    if diagnostics["spectra"] or diagnostics["gradient_flow"]:
+        write_json_atomic(diagnostics, target / f"seed{seed}.diagnostics.json")
     return target / f"seed{seed}.json"
+
+
+def collect_diagnostics(run_dir: Path) -> dict[str, list[dict]]:
+    """Every spectra/ and gradient_flow/ measurement of a run dir, in training order, as one JSON-ready dict."""
+    return {folder: [json.loads(path.read_text()) for path in sorted((run_dir / folder).glob("step_*.json"))]
+            for folder in ("spectra", "gradient_flow")}
