@@ -24,6 +24,8 @@ from pathlib import Path
 import torch
 
 FLAGS = ["-O3", "-march=native", "-fno-math-errno", "-fno-trapping-math", "-fPIC", "-shared", "-std=c11"]
+# more flags per source: the batched LU is written for fused multiply-adds, which ISO C mode does not form by itself
+SOURCE_FLAGS = {"fixed_point_kernels": ["-ffp-contract=fast"]}
 REALS = {torch.float32: "float", torch.float64: "double"}
 _P, _L, _I, _D = ctypes.c_void_p, ctypes.c_long, ctypes.c_int, ctypes.c_double
 # per source file (its stem): function name -> (argument types, return type)
@@ -74,7 +76,7 @@ def _build(real: str, source: str) -> Path:
     if compiler is None:
         raise OSError("no C compiler found (set CC)")
     path = Path(__file__).with_name(f"{source}.c")
-    flags = [*FLAGS, f"-DREAL={real}"]
+    flags = [*FLAGS, *SOURCE_FLAGS.get(source, []), f"-DREAL={real}"]
     key = hashlib.sha256("\n".join([path.read_text(), compiler, *flags, _cpu()]).encode()).hexdigest()[:16]
     target = _cache_dir() / f"{source}_{real}_{key}.so"
     if not target.exists():

@@ -101,28 +101,24 @@ static void update_row(long n, long k0, long k1, REAL *restrict a, long i) {
     }
 }
 
-/* The same for rows i..i+3 and a full panel: a 4 x 2 block of elements stays in registers, and every element of
- * U12 loaded serves four rows. */
+/* The same for rows i..i+3 and a full panel, in 4 x 4 blocks held in registers: every element of U12 loaded serves
+ * four rows, and sixteen independent sums keep both FMA units busy. */
 static void update_rows(long n, long k0, REAL *restrict a, long i) {
     long j = k0 + NB;
-    for (; j + 2 <= n; j += 2) {
-        vec x[4][2];
-        for (long r = 0; r < 4; r++) {
-            x[r][0] = AT(a, n, i + r, j);
-            x[r][1] = AT(a, n, i + r, j + 1);
-        }
+    for (; j + 4 <= n; j += 4) {
+        vec x[4][4];
+        for (long r = 0; r < 4; r++)
+            for (long c = 0; c < 4; c++) x[r][c] = AT(a, n, i + r, j + c);
         for (long q = k0; q < k0 + NB; q++) {
-            vec u0 = AT(a, n, q, j), u1 = AT(a, n, q, j + 1);
+            vec u[4];
+            for (long c = 0; c < 4; c++) u[c] = AT(a, n, q, j + c);
             for (long r = 0; r < 4; r++) {
                 vec m = AT(a, n, i + r, q);
-                x[r][0] -= m * u0;
-                x[r][1] -= m * u1;
+                for (long c = 0; c < 4; c++) x[r][c] -= m * u[c];
             }
         }
-        for (long r = 0; r < 4; r++) {
-            AT(a, n, i + r, j) = x[r][0];
-            AT(a, n, i + r, j + 1) = x[r][1];
-        }
+        for (long r = 0; r < 4; r++)
+            for (long c = 0; c < 4; c++) AT(a, n, i + r, j + c) = x[r][c];
     }
     for (; j < n; j++)
         for (long r = 0; r < 4; r++) {
