@@ -172,10 +172,17 @@ static void solve(long n, const REAL *restrict a, const int *restrict piv, vec *
         for (long k = k0; k < k1; k++)
             for (long i = k + 1; i < n; i++) b[i] -= AT(a, n, i, k) * b[k];
     }
-    for (long i = n - 1; i >= 0; i--) {
-        vec s = b[i];
-        for (long j = i + 1; j < n; j++) s -= AT(a, n, i, j) * b[j];
-        b[i] = s / AT(a, n, i, i);
+    for (long i = n - 1; i >= 0; i--) { /* four sums, so that the FMAs do not wait on each other */
+        vec s0 = b[i], s1 = {0}, s2 = {0}, s3 = {0};
+        long j = i + 1;
+        for (; j + 4 <= n; j += 4) {
+            s0 -= AT(a, n, i, j) * b[j];
+            s1 -= AT(a, n, i, j + 1) * b[j + 1];
+            s2 -= AT(a, n, i, j + 2) * b[j + 2];
+            s3 -= AT(a, n, i, j + 3) * b[j + 3];
+        }
+        for (; j < n; j++) s0 -= AT(a, n, i, j) * b[j];
+        b[i] = ((s0 + s1) + (s2 + s3)) / AT(a, n, i, i);
     }
 }
 
