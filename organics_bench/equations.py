@@ -1,5 +1,5 @@
-"""The continuous-time ORGaNICs circuit (SPEC.md section 1.1) and Algorithm 1 (section 3.3), written once for the
-static fixed-point models and the theory experiments.
+"""The continuous-time ORGaNICs circuit (docs/equations.md, 'Main model') and Algorithm 1 ('Algorithm 1'), written
+once for the static fixed-point models and the theory experiments.
 
     tau_y dy/dt = -y + b z + (1 - sqrt[a]+) W_r y'        y' = y (main model) or [y]+ (rectified model)
     tau_a da/dt = -a + (b0 sigma)^2 + W (y'^2 * [a]+)
@@ -40,7 +40,7 @@ def algorithm1(drive: torch.Tensor, floor: torch.Tensor, W: torch.Tensor, W_r: t
         y_k = solve(I - diag(1 - sqrt(a_{k-1})) W_r, b z),  a_k = (b0 sigma)^2 + W (y_k^2 * a_{k-1}) + eps
 
     `official_diag_a` uses diag(a) for diag(sqrt(a)), as the official code does; it converges elsewhere than the
-    ODE's fixed point (SPEC.md section 7 item 4).
+    ODE's fixed point (docs/reference-code.md, 'Quirk 4').
     """
     start = matvec(W_r, drive)
     a = floor + matvec(W, start.square()) + eps

@@ -1,6 +1,7 @@
-"""ORGaNICs fixed-point classifier for static inputs (paper Table 1; SPEC.md sections 3.1-3.3).
+"""ORGaNICs fixed-point classifier for static inputs (paper Table 1; docs/equations.md,
+'Static fixed-point layer').
 
-Each layer is the steady state of the main ORGaNICs model (SPEC.md section 1.1), time in units of tau:
+Each layer is the steady state of the main ORGaNICs model (docs/equations.md, 'Main model'), time in units of tau:
 
     dy/dt = -y + b*z + (1 - sqrt[a]+) * W_r y
     da/dt = -a + (b0 sigma)^2 + W (y^2 * [a]+)
@@ -16,7 +17,7 @@ next layer or to a linear readout. The steady state (y_s, a_s) is:
                   a_k = (sigma b0)^2 + W (y_k^2 * a_{k-1}) + eps
 
 with W_r / sigma_max(W_r) (largest singular value exactly 1) as the learned recurrence. `official_diag_a`
-puts diag(a) where Algorithm 1 has diag(sqrt(a)), as the official code does (SPEC.md section 7 item 4); its
+puts diag(a) where Algorithm 1 has diag(sqrt(a)), as the official code does (docs/reference-code.md, 'Quirk 4'); its
 result is then not a fixed point of the ODE. `fixed_point_solver` says how Algorithm 1 runs, both with the same
 iterates and gradient: "adjoint" (default) with a hand-written backward through the iterations and a batched LU
 kernel on the CPU (`organics_bench.models.fixed_point_solver`), "autograd" as autograd through torch.linalg.solve
@@ -68,7 +69,8 @@ class LayerSteadyState(NamedTuple):
 
 
 class FixedPointLayer(nn.Module):
-    """One ORGaNICs fixed-point layer (SPEC.md section 3.2): input (batch, d_input) -> rates (batch, n_units)."""
+    """One ORGaNICs fixed-point layer (docs/equations.md, 'Layer forward pass'): input (batch, d_input) -> rates
+    (batch, n_units)."""
 
     def __init__(self, d_input: int, n_units: int, recurrence: str = "identity", iterations: int = 10,
                  official_diag_a: bool = False, sigma: float = 1.0, eps: float = EPS,
@@ -83,7 +85,7 @@ class FixedPointLayer(nn.Module):
         self.n_units, self.recurrence, self.iterations = n_units, recurrence, iterations
         self.official_diag_a, self.eps, self.fixed_point_solver = official_diag_a, eps, fixed_point_solver
         self.W_zx = nn.Parameter(nn.init.kaiming_uniform_(torch.empty(n_units, d_input), a=math.sqrt(5)))
-        self.W_bx = nn.Parameter(torch.randn(n_units, d_input))  # the reference code's effective init (SPEC 7.5)
+        self.W_bx = nn.Parameter(torch.randn(n_units, d_input))  # official effective init: reference-code.md, Quirk 5
         self.b0_logit = nn.Parameter(torch.zeros(n_units))
         log_w = torch.empty(n_units, n_units).uniform_(-1.0, 0.0)
         log_w.fill_diagonal_(0.0)
