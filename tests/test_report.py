@@ -40,7 +40,8 @@ def test_report_counts_diverged_runs_and_writes_table_and_figure(tmp_path, capsy
 
 def test_report_never_averages_runs_of_different_configs_or_tasks(tmp_path):
     folder = tmp_path / "runs" / "exp"
-    runs = (("organics", 0, 0.9, "smnist", 128), ("organics", 1, 0.5, "psmnist", 64), ("organics", 2, 0.7, "smnist", 64))
+    runs = (("organics", 0, 0.9, "smnist", 128), ("organics", 1, 0.5, "psmnist", 64),
+            ("organics", 2, 0.7, "smnist", 64))
     for model, seed, acc, task, units in runs:
         target = folder / model
         target.mkdir(parents=True, exist_ok=True)

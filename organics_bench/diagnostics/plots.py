@@ -14,7 +14,8 @@ def plot_spectra(spectra: list[dict], path: Path) -> Path:
     last measurement."""
     kind = spectra[0]["kind"]
     continuous = kind != "discrete"
-    key, label = ("layers", "layer {} ({} units)") if kind == "steady_state" else ("times", "state at step {} of the probe")
+    key, label = (("layers", "layer {} ({} units)") if kind == "steady_state"
+                  else ("times", "state at step {} of the probe"))
     names = [label.format(i + 1, e["units"]) if kind == "steady_state" else label.format(e["step"])
              for i, e in enumerate(spectra[0][key])]
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5), constrained_layout=True)
