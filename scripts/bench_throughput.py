@@ -106,6 +106,11 @@ def make_static_case(solver: str, official_diag_a: bool, batch: int, layers: lis
     with torch.no_grad():
         for layer in model.layers:  # off the identity init, as after some training
             layer.W_r.add_(0.05 * torch.randn_like(layer.W_r))
+    return static_training_step(model, batch, device)
+
+
+def static_training_step(model: torch.nn.Module, batch: int, device: str):
+    """A zero-argument function running forward + backward of a static MNIST model's loss on a random batch."""
     x, labels = torch.rand(batch, 784, device=device), torch.randint(0, 10, (batch,), device=device)
 
     def forward_backward() -> None:
@@ -138,15 +143,7 @@ def make_ssn_static_case(engine: str, batch: int, sizes: list[int], steps: int, 
     """A zero-argument function running one training step's forward + backward of the static SSN."""
     torch.manual_seed(0)
     model = SSNStatic(784, 10, *sizes, steps=steps, engine=engine).to(device)
-    x, labels = torch.rand(batch, 784, device=device), torch.randint(0, 10, (batch,), device=device)
-
-    def forward_backward() -> None:
-        model.zero_grad(set_to_none=True)
-        model.loss(x, labels)[0].backward()
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-
-    return forward_backward
+    return static_training_step(model, batch, device)
 
 
 def run_ssn_static(shape: str, repeats: int, device: str) -> dict:
