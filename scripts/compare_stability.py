@@ -34,7 +34,7 @@ def summarise(record: dict, diagnostics: dict) -> dict:
     """The numbers the README quotes: per measurement, the worst max Re(λ) over probe inputs and probe times; at the
     end, the eigenvalues of the first probe input at the last step and the gradient norm at the first / last step."""
     spectra, flows = diagnostics["spectra"], diagnostics["gradient_flow"]
-    final_flow = [n for n in flows[-1]["grad_norm_by_time"]] if flows else []
+    final_flow = list(flows[-1]["grad_norm_by_time"]) if flows else []
     last_time = spectra[-1]["times"][-1] if spectra else None
     return {
         "command": record["command"], "git_revision": record["git_revision"], "seed": record["seed"],
