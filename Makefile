@@ -4,6 +4,7 @@ PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 TORCH ?= torch==2.14.1 torchvision==0.29.1
 SEEDS ?= 0
+ARGS ?=                # extra overrides for the reproduce targets, e.g. ARGS="hydra/launcher=slurm hydra.launcher.partition=gpu"
 experiments = $(subst .yaml,,$(subst conf/experiment/,,$(sort $(wildcard conf/experiment/$(1)*.yaml))))
 TABLE1 := $(call experiments,paper/table1_)
 TABLE2 := $(call experiments,paper/table2_)
@@ -31,7 +32,7 @@ data: install ## Fetch the real MNIST into ORGANICS_BENCH_DATA or ./data (torchv
 	$(BIN)/organics-bench-data mnist
 
 demo: install ## Quick start: ORGaNICs vs LSTM on row-wise sMNIST over the bundled real digits (CPU, no network)
-	$(BIN)/organics-bench -m experiment=mini/smnist_rows model=organics,lstm
+	$(BIN)/organics-bench -m experiment=mini/smnist_rows model=organics,lstm publish=true
 	$(BIN)/organics-bench-report results/runs/mini_smnist_rows --table results/tables/mini_smnist_rows.md \
 		--figure results/figures/mini_smnist_rows.png
 
@@ -45,24 +46,32 @@ smoke: install ## One tiny epoch of every sequence model on sMNIST (bundled digi
 	$(BIN)/organics-bench -m debug=smoke model=organics,organics_fixed_tau,lstm,gru,rnn,ssn task=smnist \
 		task.source=bundled task.image_size=14
 
-bench: install ## Throughput: ORGaNICs per-step vs engine vs nn.LSTM, SSN per-step vs engine, side by side -> results/bench/
+bench: install ## Throughput: ORGaNICs per-step vs engine vs nn.LSTM, the rival RNNs, SSN per-step vs engine, side by side -> results/bench/
 	$(PY) scripts/bench_throughput.py
 
 theory: install ## Every stability experiment of the paper: figures and JSON under results/theory/ (CPU, minutes)
-	$(BIN)/organics-bench -m experiment=$(subst $(space),$(comma),$(THEORY))
+	$(BIN)/organics-bench -m experiment=$(subst $(space),$(comma),$(THEORY)) publish=true
 
 reproduce-table1: install ## Paper Table 1 (static MNIST): every row + the control, seeds $(SEEDS) (needs `make data`)
-	$(BIN)/organics-bench -m experiment=$(subst $(space),$(comma),$(TABLE1)) seed=$(SEEDS)
+	$(BIN)/organics-bench -m experiment=$(subst $(space),$(comma),$(TABLE1)) seed=$(SEEDS) publish=true $(ARGS)
 
 reproduce-table2: install ## Paper Table 2 (sMNIST/psMNIST): every row, seeds $(SEEDS) (GPU hours; SEEDS=0,1,2)
-	$(BIN)/organics-bench -m experiment=$(subst $(space),$(comma),$(TABLE2)) seed=$(SEEDS)
+	$(BIN)/organics-bench -m experiment=$(subst $(space),$(comma),$(TABLE2)) seed=$(SEEDS) publish=true $(ARGS)
 
 reproduce-table2-cpu: install ## Table 2 at CPU scale (196 steps, 20 epochs; docs/protocols.md), seeds $(SEEDS) (~20 min per run on 1 CPU)
-	$(BIN)/organics-bench -m experiment=$(subst $(space),$(comma),$(TABLE2_CPU)) seed=$(SEEDS) trainer.num_threads=1
+	$(BIN)/organics-bench -m experiment=$(subst $(space),$(comma),$(TABLE2_CPU)) seed=$(SEEDS) trainer.num_threads=1 publish=true $(ARGS)
+
+.PHONY: leaderboard leaderboard-table
+leaderboard: install ## Stability leaderboard: 10 sequence models x lr 1e-4..1e-1 x 3 seeds, no clipping (~45 min, 1 CPU), then its table
+	$(BIN)/organics-bench -m experiment=stability/leaderboard publish=true
+	$(BIN)/organics-bench-leaderboard
+
+leaderboard-table: install ## The stability leaderboard's table and figure from its records -> results/tables/stability.md
+	$(BIN)/organics-bench-leaderboard
 
 tables: install ## results/tables/paper.{md,csv} (the paper's tables beside ours) and per-experiment tables and figures
 	$(BIN)/organics-bench-tables --readme README.md
-	@for dir in results/runs/*/; do name=$$(basename $$dir); \
+	@for dir in results/runs/*/; do name=$$(basename $$dir); [ $$name = stability_leaderboard ] && continue; \
 		$(BIN)/organics-bench-report $$dir --table results/tables/$$name.md --figure results/figures/$$name.png; done
 
 wandb-sync: ## Upload offline wandb runs (needs `wandb login`)

@@ -5,24 +5,30 @@
 from __future__ import annotations
 
 import os
-import shutil
+import signal
 import sys
 from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
+from organics_bench.config_checks import validate
 from organics_bench.errors import UserError
+from organics_bench.io import copy_atomic, write_json_atomic
+from organics_bench.training import run_dir
 
-CHOICE_GROUPS = ("model", "task", "trainer", "optimizer", "scheduler", "logger", "paths", "debug", "diagnostics")
-POSITIVE_KEYS = ("model.hidden_size", "optimizer.lr", "trainer.batch_size", "trainer.eval_batch_size",
-                 "trainer.epochs")
+CHOICE_GROUPS = ("model", "task", "trainer", "optimizer", "scheduler", "logger", "paths", "debug", "diagnostics",
+                 "experiment", "leaderboard")
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a timeout, SLURM, `docker stop`): stopped like Ctrl-C, every file kept."""
 
 
 @contextmanager
@@ -35,51 +41,59 @@ def exit_on_user_error() -> Iterator[None]:
         sys.exit(2)
 
 
-def available_choices(group: str) -> list[str]:
-    """Config names in a group, e.g. available_choices("model") -> ["lstm", "organics", ...]."""
-    folder = resources.files("organics_bench.conf").joinpath(group)
-    return sorted(entry.name[:-5] for entry in folder.iterdir() if entry.name.endswith(".yaml"))
+def available_choices(group: str, config_dirs: Sequence[str] = ()) -> list[str]:
+    """Config names in a group, packaged or under a user's `--config-dir`, e.g. ["lstm", "organics", ...]."""
+    folders = [resources.files("organics_bench.conf").joinpath(group), *(Path(d) / group for d in config_dirs)]
+    return sorted({name for folder in folders if folder.is_dir() for name in _config_names(folder)})
+
+
+def _config_names(folder: Any, prefix: str = "") -> Iterator[str]:
+    for entry in folder.iterdir():
+        if entry.is_dir():
+            yield from _config_names(entry, f"{prefix}{entry.name}/")
+        elif entry.name.endswith(".yaml"):
+            yield prefix + entry.name[:-5]
 
 
 def check_choices(argv: list[str]) -> None:
-    """One-line error for an unknown `group=choice` on the command line, before Hydra composes anything."""
+    """One-line error for an unknown `group=choice` (or one choice of a `group=a,b` sweep) on the command line,
+    before Hydra composes anything."""
+    config_dirs = [argv[i + 1] for i, arg in enumerate(argv[:-1]) if arg in ("--config-dir", "-cd")]
+    config_dirs += [arg.split("=", 1)[1] for arg in argv if arg.startswith("--config-dir=")]
     for arg in argv:
         group, sep, value = arg.partition("=")
-        if not sep or group not in CHOICE_GROUPS or "," in value or value == "null":
+        if not sep or group not in CHOICE_GROUPS or value == "null" or any(c in value for c in "()[]{}*"):
             continue
-        choices = available_choices(group)
-        if value not in choices:
-            raise UserError(f"unknown {group} {value!r}; valid choices: {', '.join(choices)}")
-
-
-def validate(cfg: DictConfig) -> None:
-    """Reject values that cannot make sense before any work starts."""
-    for key in POSITIVE_KEYS:
-        node, _, leaf = key.rpartition(".")
-        if node not in cfg or leaf not in cfg[node]:
-            continue
-        value = cfg[node][leaf]
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-            raise UserError(f"{key} must be a positive number, got {value!r}")
-    for key in ("trainer.limit_train_batches", "trainer.limit_eval_batches"):
-        value = cfg.trainer.get(key.split(".")[1])
-        if value is not None and (not isinstance(value, int) or value <= 0):
-            raise UserError(f"{key} must be a positive integer or null, got {value!r}")
+        choices = available_choices(group, config_dirs)
+        for choice in value.split(","):
+            if choice not in choices:
+                listed = ", ".join(c for c in choices if "protocol/" not in c)
+                raise UserError(f"unknown {group} {choice!r}; valid choices: {listed}")
 
 
 class PreflightChecks(Callback):
-    """Reject bad values and an unusable output directory in one clear line, before Hydra creates any file."""
+    """Reject bad values, an unusable output directory and a run dir in use, in one clear line, before Hydra
+    writes any file of a single run (a multirun job checks its own config when it starts)."""
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        HydraConfig.instance().set_config(config)  # lets ${hydra:runtime.cwd} resolve in hydra.run.dir
+        HydraConfig.instance().set_config(config)  # lets ${hydra:...} resolve before the job
         with exit_on_user_error():
-            validate(config)
+            validate(config, config.hydra.runtime.choices.get("model"))
             _check_writable(Path(config.hydra.run.dir))
+            if config.get("publish") and config.paths.results_dir:
+                _check_writable(Path(config.paths.results_dir))
+            if config.mode == "train":
+                run_dir.claim(Path(config.hydra.run.dir), _resolved_without_hydra(config),
+                              check_config=not config.resume)
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         HydraConfig.instance().set_config(config)  # lets ${hydra:runtime.cwd} resolve before the first job
         with exit_on_user_error():
             _check_writable(Path(config.hydra.sweep.dir))
+
+
+def _resolved_without_hydra(config: DictConfig) -> dict:
+    return OmegaConf.to_container(OmegaConf.masked_copy(config, [k for k in config if k != "hydra"]), resolve=True)
 
 
 def _check_writable(directory: Path) -> None:
@@ -96,41 +110,65 @@ def _check_writable(directory: Path) -> None:
 
 def run_theory(cfg: DictConfig) -> dict:
     """A theory experiment: its module writes <name>.json and <name>.png, copied to results/theory/<name>/ with a
-    provenance.json (command, seed, git revision, hardware)."""
+    provenance.json (command, seed, git revision, hardware) when `publish=true`."""
     from organics_bench.training.records import environment, git_revision
-    from organics_bench.training.sinks import write_json_atomic
 
     hydra_cfg = HydraConfig.get()
-    run_dir = Path(hydra_cfg.runtime.output_dir)
-    summary = instantiate(cfg.theory, out_dir=run_dir, smoke=cfg.smoke, seed=cfg.seed)
+    out_dir = Path(hydra_cfg.runtime.output_dir)
+    summary = instantiate(cfg.theory, out_dir=out_dir, smoke=cfg.smoke, seed=cfg.seed)
     write_json_atomic({"command": " ".join(["organics-bench", *hydra_cfg.overrides.task]), "seed": cfg.seed,
                        "git_revision": git_revision(Path(__file__).resolve().parent), "env": environment("cpu")},
-                      run_dir / "provenance.json")
-    if cfg.paths.results_dir:
+                      out_dir / "provenance.json")
+    if cfg.publish and cfg.paths.results_dir:
         target = Path(cfg.paths.results_dir) / "theory" / cfg.experiment_name.removeprefix("theory_")
-        target.mkdir(parents=True, exist_ok=True)
-        for produced in sorted(run_dir.glob("*.json")) + sorted(run_dir.glob("*.png")):
-            shutil.copyfile(produced, target / produced.name)
+        for produced in sorted(out_dir.glob("*.json")) + sorted(out_dir.glob("*.png")):
+            copy_atomic(produced, target / produced.name)
         print(f"results: {target}")
     return summary
 
 
+@contextmanager
+def removed_if_unstarted(out_dir: Path, log_name: str, output_root: Path) -> Iterator[None]:
+    """A job that stops on bad input (or is stopped) before its run begins leaves no run dir behind."""
+    try:
+        yield
+    except (UserError, KeyboardInterrupt):
+        run_dir.remove_if_unstarted(out_dir, log_name, output_root)
+        raise
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    raise Terminated()
+
+
 @hydra.main(version_base="1.3", config_path="pkg://organics_bench.conf", config_name="config")
 def _hydra_entry(cfg: DictConfig) -> float | None:
-    with exit_on_user_error():
-        validate(cfg)
-        if cfg.job == "theory":
-            run_theory(cfg)
-            return None
-        from organics_bench.training.run import train
+    hydra_cfg = HydraConfig.get()
+    out_dir = Path(hydra_cfg.runtime.output_dir)
+    signal.signal(signal.SIGTERM, _terminate)
+    try:
+        with exit_on_user_error(), removed_if_unstarted(out_dir, f"{hydra_cfg.job.name}.log",
+                                                        Path(cfg.paths.output_dir)):
+            validate(cfg, hydra_cfg.runtime.choices.get("model"))
+            if cfg.mode == "theory":
+                run_theory(cfg)
+                return None
+            if cfg.mode == "evaluate":
+                from organics_bench.training.evaluate import evaluate
 
-        try:
+                evaluate(cfg)
+                return None
+            run_dir.claim(out_dir, OmegaConf.to_container(cfg, resolve=True), check_config=not cfg.resume)
+            from organics_bench.training.run import train
+
             return train(cfg)["metrics"].get("best_val/acc")
-        except KeyboardInterrupt:
-            run_dir = HydraConfig.get().runtime.output_dir
-            print(f"interrupted: every file so far is kept in {run_dir}; continue with resume={run_dir}",
-                  file=sys.stderr)
-            sys.exit(130)
+    except KeyboardInterrupt as stop:
+        if run_dir.previous_attempt(out_dir):
+            print(f"interrupted: every file so far is kept in {out_dir}; continue with the same command "
+                  f"and hydra.run.dir={out_dir}, or resume={out_dir}", file=sys.stderr)
+        else:
+            print("interrupted before the first epoch ended: nothing to resume", file=sys.stderr)
+        sys.exit(143 if isinstance(stop, Terminated) else 130)
 
 
 def main() -> None:

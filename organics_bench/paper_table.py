@@ -24,7 +24,7 @@ from omegaconf import OmegaConf
 from organics_bench.cli import available_choices
 from organics_bench.report import load_records
 from organics_bench.training.records import config_hash
-from organics_bench.training.sinks import write_text_atomic
+from organics_bench.io import write_text_atomic
 
 FAMILIES = ("paper", "cpu")
 COLUMNS = ("table", "paper row", "task", "paper", "ours", "seeds (diverged)", "delta", "protocol", "epochs",
@@ -52,7 +52,7 @@ def paper_experiments() -> list[Experiment]:
     found = []
     with initialize_config_module("organics_bench.conf", version_base="1.3"):
         for family in FAMILIES:
-            for name in available_choices(f"experiment/{family}"):
+            for name in (n for n in available_choices(f"experiment/{family}") if "/" not in n):  # not protocol/*
                 cfg = compose("config", overrides=[f"experiment={family}/{name}"], return_hydra_config=True)
                 HydraConfig.instance().set_config(cfg)
                 job = OmegaConf.to_container(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]),

@@ -1,13 +1,14 @@
 """Figures a person can read: training curves of one or several runs."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+
+from organics_bench.io import atomic_path  # noqa: E402
 
 
 def plot_training_curves(runs: dict[str, list[dict]], path: Path, title: str = "") -> Path:
@@ -33,9 +34,9 @@ def plot_training_curves(runs: dict[str, list[dict]], path: Path, title: str = "
 
 def save_figure(fig: plt.Figure, path: Path) -> Path:
     """Save atomically as PNG and close the figure."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".tmp" + path.suffix)
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=120)
+    finally:
+        plt.close(fig)
     return path

@@ -8,10 +8,10 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
 import sys
 from pathlib import Path
 
+from organics_bench.io import write_text_atomic
 from organics_bench.plots import plot_training_curves
 from organics_bench.training.records import config_hash
 
@@ -96,11 +96,8 @@ def main(argv: list[str] | None = None) -> None:
     table = markdown_table(records) + "\n\n" + outcome_summary(records)
     print(table)
     if args.table:
-        args.table.parent.mkdir(parents=True, exist_ok=True)
-        tmp = args.table.with_name(args.table.name + ".tmp")
-        tmp.write_text(f"# {args.folder.name}\n\n{table}\n\nTest acc is measured at the best-validation epoch.\n\n"
-                       f"Made by:\n{provenance(records)}\n")
-        os.replace(tmp, args.table)
+        write_text_atomic(f"# {args.folder.name}\n\n{table}\n\nTest acc is measured at the best-validation epoch.\n\n"
+                          f"Made by:\n{provenance(records)}\n", args.table)
         print(f"table: {args.table}")
     if args.figure:
         curves = {f"{r['model']} (seed {r['seed']})": r["history"] for r in records if r["history"]}

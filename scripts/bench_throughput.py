@@ -7,7 +7,13 @@ Each case times forward + backward of one batch (run the sequence, read out, sum
   ssn-naive: `DynamicalModel.run_steps` on `organics_bench.models.ssn.SSN` with units E and units I neurons
           (the SSN counterpart of ORGaNICs with units y and units a neurons), autograd through `step`;
   ssn:    `SSN.run_steps`, the SSN's sequence engine (organics_bench/models/ssn_engine.py; on CPU its fused C
-          kernels, ssn_kernels.c).
+          kernels, ssn_kernels.c);
+  cornn, lipschitz_rnn, antisymmetric_rnn: the rival stable RNNs of paper Table 2 (organics_bench/models/
+          stable_rnns.py) with the same number of units, at their model configs' defaults (coRNN explicit damping,
+          Lipschitz RNN explicit Euler, plain AntisymmetricRNN), each through its own `run_steps` (structured
+          matrices and input drives formed once, autograd through a Python loop over time steps). They are timed
+          in the same interleaved rounds as the methods above and reported in a table of their own, as time ratios
+          to nn.LSTM and to the ORGaNICs engine of the same run.
 The ORGaNICs engine runs its fused C kernels on CPU (`cpu-kernels`, organics_bench/models/organics_kernels.c) and
 torch operations on CUDA; the record says which. On CPU, subnormal floats are flushed to zero as in training
 (trainer.flush_denormal, the default): without it nn.LSTM runs 8-9x slower here.
@@ -29,7 +35,7 @@ backward (peak RSS, VmHWM after resetting it, minus the RSS before the run), whi
 (saved activations, the engine's buffers, gradients) and one-time library buffers; on CUDA,
 torch.cuda.max_memory_allocated minus the bytes allocated before the run.
 
-    python scripts/bench_throughput.py --quick          # small shape only, about a minute on a 2-core CPU
+    python scripts/bench_throughput.py --quick          # small shape only, a few minutes on a 2-core CPU
     python scripts/bench_throughput.py                  # small shape + paper shape with 128 units
     python scripts/bench_throughput.py --shapes small,paper64,paper128 --repeats 5 --threads 1
     python scripts/bench_throughput.py --static-only    # the static model's training step only
@@ -58,18 +64,21 @@ from organics_bench.models.organics_static import OrganicsStatic
 from organics_bench.models.rnn import LSTM
 from organics_bench.models.ssn import SSN, SSNStatic
 from organics_bench.models.ssn_engine import backend as ssn_backend
+from organics_bench.models.stable_rnns import AntisymmetricRNN, CoRNN, LipschitzRNN
 from organics_bench.training.records import environment, git_revision
 
 ROOT = Path(__file__).resolve().parents[1]
 METHODS = ("naive", "engine", "lstm", "ssn-naive", "ssn")
 NAIVE = {"naive", "ssn-naive"}  # run through the per-step `step` loop
+RIVALS = {"cornn": "coRNN", "lipschitz_rnn": "Lipschitz RNN", "antisymmetric_rnn": "AntisymmetricRNN"}  # name: label
 
 
 def ssn_with_units(d_input: int, n_classes: int, units: int) -> SSN:
     return SSN(d_input, n_classes, units, units)
 
 
-MODELS = {"naive": Organics, "engine": Organics, "lstm": LSTM, "ssn-naive": ssn_with_units, "ssn": ssn_with_units}
+MODELS = {"naive": Organics, "engine": Organics, "lstm": LSTM, "ssn-naive": ssn_with_units, "ssn": ssn_with_units,
+          "cornn": CoRNN, "lipschitz_rnn": LipschitzRNN, "antisymmetric_rnn": AntisymmetricRNN}
 # name: (time steps, batch, units, repeats of engine and LSTM, repeats of the naive form)
 SHAPES = {
     "small": (196, 64, 128, 5, 3),
@@ -260,6 +269,7 @@ def markdown(record: dict) -> str:
     ]
     if record["cases"]:
         lines += sequence_table(record["cases"])
+        lines += rivals_table(record["cases"])
     if record.get("static"):
         lines += static_table(record["static"])
     if record.get("ssn_static"):
@@ -287,6 +297,33 @@ def sequence_table(cases: list[dict]) -> list[str]:
         lines.append(f"| {case['steps']} x {case['batch']} x {case['units']} | {' | '.join(cells)} "
                      f"| {case['speedup_vs_naive']:.2f}x | {case['engine_over_lstm']:.2f} "
                      f"| {case['ssn_speedup_vs_naive']:.2f}x | {case['speedup_bound_by_matmuls']:.2f}x | {memory} |")
+    return [*lines, ""]
+
+
+def rivals_table(cases: list[dict]) -> list[str]:
+    """The rival stable RNNs beside nn.LSTM and the ORGaNICs engine of the same runs."""
+    names = list(RIVALS)
+    labels = ", ".join(RIVALS[n] for n in names)
+    lines = [
+        "The rival stable RNNs of paper Table 2 at the same shapes, timed in the same rounds (forward + backward",
+        "of one batch, median [min-max] seconds); / LSTM and / engine = time ratio to nn.LSTM and to the ORGaNICs",
+        f"engine above ({labels}); peak memory as above, MiB.",
+        "",
+        "| T x batch x units | nn.LSTM (s) | ORGaNICs engine (s) | "
+        + " | ".join(f"{RIVALS[n]} (s)" for n in names)
+        + f" | / LSTM: {labels} | / engine: {labels} | peak MiB {' / '.join(RIVALS[n] for n in names)} |",
+        "|---|---|---|" + "---|" * len(names) + "---|---|---|",
+    ]
+    for case in cases:
+        rivals = case["rivals"]
+        cells = [_timing(case["results"]["lstm"]), _timing(case["results"]["engine"]),
+                 *(_timing(rivals[n]) for n in names)]
+        over_lstm = " / ".join(f"{case['rivals_over_lstm'][n]:.2f}" for n in names)
+        over_engine = " / ".join(f"{case['rivals_over_engine'][n]:.2f}" for n in names)
+        memory = " / ".join(f"{rivals[n]['peak_mb']:.0f}" if rivals[n].get("peak_mb") is not None else "-"
+                            for n in names)
+        lines.append(f"| {case['steps']} x {case['batch']} x {case['units']} | {' | '.join(cells)} | {over_lstm} "
+                     f"| {over_engine} | {memory} |")
     return [*lines, ""]
 
 
@@ -366,26 +403,33 @@ def main() -> None:
         steps, batch, units, repeats, naive_repeats = SHAPES.get(name) or (*map(int, name.split(":")), 3, 2)
         repeats = 3 if args.quick else args.repeats or repeats
         naive_count = args.naive_repeats or min(repeats, naive_repeats)
-        counts = {m: naive_count if m in NAIVE else repeats for m in METHODS}
+        counts = {m: naive_count if m in NAIVE else repeats for m in (*METHODS, *RIVALS)}
         print(f"{name}: T={steps}, batch={batch}, units={units}", flush=True)
-        runners = {m: make_case(m, steps, batch, units, args.device) for m in METHODS}
+        runners = {m: make_case(m, steps, batch, units, args.device) for m in (*METHODS, *RIVALS)}
         runners["matmuls"], counts["matmuls"] = matmul_floor_case(steps, batch, units, args.device), repeats
         results = {m: summarize(t) for m, t in time_cases(runners, counts).items()}
+        rivals = {m: results.pop(m) for m in RIVALS}
         if not args.no_memory:
-            for m in METHODS:
-                results[m]["peak_mb"] = measure_memory(m, (steps, batch, units), args)
-                print(f"    {m:9s} peak memory {results[m]['peak_mb']:.0f} MiB", flush=True)
+            for m, timing in [*((m, results[m]) for m in METHODS), *rivals.items()]:
+                timing["peak_mb"] = measure_memory(m, (steps, batch, units), args)
+                print(f"    {m:9s} peak memory {timing['peak_mb']:.0f} MiB", flush=True)
         median = {m: results[m]["median_s"] for m in METHODS}
         cases.append({"shape": name, "steps": steps, "batch": batch, "units": units, "results": results,
                       "speedup_vs_naive": median["naive"] / median["engine"],
                       "engine_over_lstm": median["engine"] / median["lstm"],
                       "ssn_speedup_vs_naive": median["ssn-naive"] / median["ssn"],
                       "engine_over_matmuls": median["engine"] / results["matmuls"]["median_s"],
-                      "speedup_bound_by_matmuls": median["naive"] / results["matmuls"]["median_s"]})
+                      "speedup_bound_by_matmuls": median["naive"] / results["matmuls"]["median_s"],
+                      "rivals": rivals,
+                      "rivals_over_lstm": {m: t["median_s"] / median["lstm"] for m, t in rivals.items()},
+                      "rivals_over_engine": {m: t["median_s"] / median["engine"] for m, t in rivals.items()}})
         print(f"  speedup vs per-step {cases[-1]['speedup_vs_naive']:.2f}x, "
               f"engine/LSTM {cases[-1]['engine_over_lstm']:.2f}, "
               f"SSN speedup {cases[-1]['ssn_speedup_vs_naive']:.2f}x, engine/its matmuls alone "
               f"{cases[-1]['engine_over_matmuls']:.2f}", flush=True)
+        print("  rivals / LSTM: " + ", ".join(f"{RIVALS[m]} {r:.2f}" for m, r in cases[-1]["rivals_over_lstm"].items())
+              + "; / engine: " + ", ".join(f"{RIVALS[m]} {r:.2f}"
+                                           for m, r in cases[-1]["rivals_over_engine"].items()), flush=True)
 
     record = {
         "command": " ".join([Path(sys.executable).name, *sys.argv]),

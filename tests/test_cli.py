@@ -52,7 +52,7 @@ def test_unwritable_output_dir_is_one_line(tmp_path, target):
 def test_default_run_dir_checks_run_without_warnings(tmp_path):
     result = run_cli("debug=smoke", "trainer.epochs=-1", cwd=tmp_path)
     assert result.returncode != 0
-    assert result.stderr.strip() == "error: trainer.epochs must be a positive number, got -1", result.stderr
+    assert result.stderr.strip() == "error: trainer.epochs must be an integer >= 1, got -1", result.stderr
     assert not (tmp_path / "outputs").exists()
 
 

@@ -87,7 +87,7 @@ def test_a_model_on_the_wrong_kind_of_task_is_one_line(tmp_path, model, task):
 @pytest.mark.parametrize("experiment", experiments())
 def test_every_experiment_runs_in_smoke_mode(tmp_path, experiment):
     cfg, model = composed([f"experiment={experiment}"])
-    overrides = [] if cfg.job == "theory" else smoke_data_overrides(model, cfg.task.name, tmp_path / "data")
+    overrides = [] if cfg.mode == "theory" else smoke_data_overrides(model, cfg.task.name, tmp_path / "data")
     result = run_cli(f"experiment={experiment}", "debug=smoke", *overrides, f"hydra.run.dir={tmp_path / 'run'}",
                      cwd=tmp_path)
     assert result.returncode == 0, result.stderr

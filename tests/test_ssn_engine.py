@@ -170,8 +170,9 @@ def test_a_blown_up_static_ssn_gives_a_non_finite_loss_on_the_fused_path():
 
 def test_the_trainer_records_a_blown_up_ssn_as_diverged(tmp_path):
     run_dir = tmp_path / "run"
-    result = run_cli(*smoke_overrides("ssn_static", "mnist", tmp_path / "data"), "model.dt_tau_e=2.5",
-                     "model.dt_tau_i=2.5", f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    result = run_cli(*smoke_overrides("ssn_static", "mnist", tmp_path / "data"), "model.dt_tau_e=1.0",
+                     "model.dt_tau_i=1.0", "model.power=4.0", "model.input_scale=100.0",  # a quartic SSN explodes
+                     f"hydra.run.dir={run_dir}", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     record = read_metrics(run_dir)
     assert record["status"] == "diverged" and record["diverged_at"]["loss"] in ("nan", "inf")

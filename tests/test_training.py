@@ -49,14 +49,15 @@ def test_divergence_is_a_recorded_result_not_a_crash(tmp_path, smoke):
 
 def test_checkpoints_load_with_weights_only_and_records_follow_the_schema(tmp_path, smoke):
     run_dir, results = tmp_path / "run", tmp_path / "results"
-    result = run_cli(*smoke, "trainer.epochs=2", f"paths.results_dir={results}", "seed=3",
+    result = run_cli(*smoke, "trainer.epochs=2", f"paths.results_dir={results}", "publish=true", "seed=3",
                      f"hydra.run.dir={run_dir}", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     for name in ("last.pt", "best.pt"):
         payload = torch.load(run_dir / "checkpoints" / name, weights_only=True)
         assert payload["model_name"] == "organics" and "model_state" in payload
     assert not list(run_dir.rglob("*.tmp"))
-    record = json.loads((results / "runs" / "smnist" / "organics" / "seed3.json").read_text())
+    (published,) = (results / "runs" / "smnist" / "organics").glob("*/seed3.json")
+    record = json.loads(published.read_text())
     for key in ("task", "model", "experiment", "seed", "status", "metrics", "grad_norm", "spectral_radius",
                 "n_params", "epochs_completed", "time", "command", "git_revision", "env", "config", "data"):
         assert key in record, key
@@ -68,10 +69,16 @@ def test_checkpoints_load_with_weights_only_and_records_follow_the_schema(tmp_pa
     assert record["grad_norm"]["max"] > 0 and record["grad_norm"]["nonfinite_steps"] == 0
     assert 1.0 < record["spectral_radius"]["final"] <= 2.0 + 1e-6  # I + W_r/sigma_max(W_r)
     assert record["data"]["permutation_seed"] is None and record["data"]["split_seed"] == 73
-    assert (results / "runs" / "smnist" / "organics" / "seed3.history.csv").exists()
+    assert published.parent.name == record["config_hash"]
+    assert published.with_name("seed3.history.csv").exists()
     assert (run_dir / "figures" / "training_curves.png").stat().st_size > 10_000
     steps = list(csv.DictReader((run_dir / "steps.csv").open()))
     assert len(steps) == 4 and {"train/grad_norm", "train/nonfinite_grads", "grad/W_r", "grad/theta"} <= set(steps[0])
+    norms = [float(row["train/grad_norm"]) for row in steps]
+    for level in ("1", "10", "100"):
+        expected = sum(n > float(level) for n in norms) / len(norms)
+        assert record["grad_norm"]["fraction_above"][level] == pytest.approx(expected)
+    assert set(record["grad_norm"]["fraction_above"]) == {"1", "10", "100", "1000"}
 
 
 def test_checkpoint_from_another_model_is_refused(tmp_path, smoke):
@@ -93,6 +100,38 @@ def test_wandb_offline_run_files_exist(tmp_path, smoke):
     offline = list((run_dir / "wandb").glob("offline-run-*"))
     assert len(offline) == 1
     assert list(offline[0].glob("run-*.wandb"))[0].stat().st_size > 0
+    assert list(offline[0].glob("files/media/images/figures/training_curves_*.png"))  # the figures, as images
+
+
+class FakeWandbRun:
+    """Stands in for a wandb Run (wandb 0.31 keeps an offline run's summary inside its binary .wandb file)."""
+
+    def __init__(self):
+        self.summary, self.tags, self.logged, self.exit_code = {}, ("cpu",), {}, None
+
+    def log(self, payload, step=None):
+        self.logged.update(payload)
+
+    def finish(self, exit_code):
+        self.exit_code = exit_code
+
+
+@pytest.mark.parametrize("status,exit_code,tags", [("ok", 0, ("cpu",)), ("diverged", 1, ("cpu", "diverged"))])
+def test_wandb_summary_tags_state_and_figures(tmp_path, status, exit_code, tags):
+    from PIL import Image
+
+    from organics_bench.training.sinks import WandbSink
+
+    Image.new("RGB", (4, 4)).save(tmp_path / "training_curves.png")
+    sink = object.__new__(WandbSink)
+    sink.run = FakeWandbRun()
+    record = {"status": status, "n_params": 123, "config_hash": "abc", "diverged_at": {"step": 7} if exit_code else None,
+              "metrics": {"best_val/acc": 0.5, "best_epoch": 2, "test/acc": 0.4}}
+    sink.finish(record, tmp_path)
+    assert sink.run.summary == {"status": status, "best_val/acc": 0.5, "best_epoch": 2, "test/acc": 0.4,
+                                "n_params": 123, "diverged_at": record["diverged_at"], "config_hash": "abc"}
+    assert sink.run.tags == tags and sink.run.exit_code == exit_code
+    assert list(sink.run.logged) == ["figures/training_curves"]
 
 
 @pytest.mark.slow

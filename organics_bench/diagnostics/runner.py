@@ -20,7 +20,8 @@ from organics_bench.diagnostics.plots import (plot_gradient_flow, plot_spectra, 
 from organics_bench.diagnostics.steady_state import has_steady_state_layers, steady_state_spectra
 from organics_bench.models.base import DynamicalModel
 from organics_bench.tasks.base import Split
-from organics_bench.training.sinks import WandbSink, write_json_atomic
+from organics_bench.io import write_json_atomic
+from organics_bench.training.sinks import WandbSink
 
 
 @dataclass
@@ -62,7 +63,7 @@ class Diagnostics:
             scalars = {f"spectral/max_real_layer{i + 1}": layer["worst"] for i, layer in enumerate(spectra["layers"])}
         else:
             spectra = probe_spectra(model, self.probe_x, list(self.settings.spectra_at))
-            scalars = {f"spectral/{spectra['statistic']}_t{e['step']}": e["worst"] for e in spectra["times"]}
+            scalars = {f"spectral/{spectra['statistic']}_at{e['fraction']:g}": e["worst"] for e in spectra["times"]}
         spectra |= {"step": global_step, "epoch": epoch}
         self.spectra.append(spectra)
         write_json_atomic(spectra, self.run_dir / "spectra" / f"step_{global_step:06d}.json")

@@ -36,6 +36,10 @@ def load_torchvision_mnist(data_dir: str | Path, download: bool) -> tuple[torch.
     except OSError as err:
         raise UserError(f"cannot use the data dir {data_dir}: {err.strerror or err}; set paths.data_dir "
                         "(or ORGANICS_BENCH_DATA) to a writable folder") from err
+    for part, split in (("training", train), ("test", test)):
+        if len(split.data) != len(split.targets):
+            raise UserError(f"the MNIST {part} files under {raw} disagree: {len(split.data)} images but "
+                            f"{len(split.targets)} labels; delete them and download again (organics-bench-data mnist)")
     return train.data, train.targets, test.data, test.targets
 
 

@@ -2,17 +2,16 @@
 from __future__ import annotations
 
 import functools
-import json
-import math
 import pathlib
 import platform
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from typing import Any, TypeVar
 
-import numpy as np
 import torch
 from matplotlib.figure import Figure
+
+from organics_bench.io import atomic_path, jsonable, write_json_atomic
 
 T = TypeVar("T")
 
@@ -24,35 +23,15 @@ def figure(nrows: int = 1, ncols: int = 1, width: float = 5.0, height: float = 4
     return fig, fig.subplots(nrows, ncols, squeeze=False, **kwargs)
 
 
-def jsonable(x: Any) -> Any:
-    """Convert tensors, arrays and numpy scalars to plain Python; non-finite floats become strings."""
-    if isinstance(x, torch.Tensor):
-        x = x.detach().cpu().numpy()
-    if isinstance(x, np.ndarray):
-        return [jsonable(v) for v in x.tolist()] if x.ndim else jsonable(x.item())
-    if isinstance(x, np.generic):
-        return jsonable(x.item())
-    if isinstance(x, Mapping):
-        return {str(k): jsonable(v) for k, v in x.items()}
-    if isinstance(x, Sequence) and not isinstance(x, str):
-        return [jsonable(v) for v in x]
-    if isinstance(x, complex):
-        return {"re": jsonable(x.real), "im": jsonable(x.imag)}
-    if isinstance(x, float) and not math.isfinite(x):
-        return str(x)
-    if isinstance(x, pathlib.Path):
-        return str(x)
-    return x
-
-
 def save(out_dir: pathlib.Path, name: str, summary: dict[str, Any], fig: Figure, started: float) -> dict[str, Any]:
     """Write ``<name>.png`` and ``<name>.json`` into ``out_dir``; return the JSON-safe summary with run metadata."""
     out_dir = pathlib.Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_dir / f"{name}.png", dpi=120)
+    with atomic_path(out_dir / f"{name}.png") as tmp:
+        fig.savefig(tmp, dpi=120)
     summary = jsonable({**summary, "experiment": name, "wall_time_s": round(time.perf_counter() - started, 3),
                         "torch_version": torch.__version__, "python": platform.python_version()})
-    (out_dir / f"{name}.json").write_text(json.dumps(summary, indent=2) + "\n")
+    write_json_atomic(summary, out_dir / f"{name}.json")
     return summary
 
 

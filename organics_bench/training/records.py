@@ -4,14 +4,13 @@ from __future__ import annotations
 import hashlib
 import json
 import platform
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import torch
 
-from organics_bench.training.sinks import write_json_atomic
+from organics_bench.io import copy_atomic, write_json_atomic
 
 SCHEMA_VERSION = 1
 # What a run computes: these config sections, less the keys that only say where or how fast it runs (the model's
@@ -84,17 +83,18 @@ def build_record(*, identity: dict, summary: dict, n_params: int, epochs_planned
     }
 
 
-def publish(run_dir: Path, results_dir: Path, experiment: str, model: str, seed: int) -> Path:
-    """Copy a finished run's metrics.json, history.csv and figures to results/runs/<experiment>/<model>/seed<k>*."""
-    target = results_dir / "runs" / experiment / model
-    target.mkdir(parents=True, exist_ok=True)
-    copies = [(run_dir / "metrics.json", f"seed{seed}.json"), (run_dir / "history.csv", f"seed{seed}.history.csv")]
+def publish(run_dir: Path, results_dir: Path, record: dict) -> Path:
+    """Copy a run's record, history and figures to results/runs/<experiment>/<model>/<config_hash>/seed<k>.*: runs
+    of different configs never overwrite each other. Files a run did not get to write (a divergence in its first
+    epoch has no history.csv) are left out."""
+    target = results_dir / "runs" / record["experiment"] / record["model"] / record["config_hash"]
+    seed = record["seed"]
+    copies = [(run_dir / "metrics.json", f"seed{seed}.json"), (run_dir / "history.csv", f"seed{seed}.history.csv"),
+              (run_dir / "steady_state_spectra.json", f"seed{seed}.steady_state_spectra.json")]
     copies += [(figure, f"seed{seed}.{figure.name}") for figure in sorted((run_dir / "figures").glob("*.png"))]
-    copies += [(path, f"seed{seed}.{path.name}") for path in [run_dir / "steady_state_spectra.json"] if path.exists()]
     for source, name in copies:
-        tmp = target / f"{name}.tmp"
-        shutil.copyfile(source, tmp)
-        tmp.replace(target / name)
+        if source.exists():
+            copy_atomic(source, target / name)
     diagnostics = collect_diagnostics(run_dir)
     if diagnostics["spectra"] or diagnostics["gradient_flow"]:
         write_json_atomic(diagnostics, target / f"seed{seed}.diagnostics.json")

@@ -2,41 +2,34 @@
 from __future__ import annotations
 
 import csv
-import json
+import io
 import math
-import os
 from pathlib import Path
 from typing import Any
 
-
-def write_text_atomic(text: str, path: Path) -> None:
-    """Write text to a temporary file, then rename: readers never see a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def write_json_atomic(payload: dict, path: Path) -> None:
-    """`write_text_atomic` of the payload as indented JSON."""
-    write_text_atomic(json.dumps(payload, indent=2, default=_json_default, allow_nan=True) + "\n", path)
-
-
-def _json_default(value: Any) -> Any:
-    if hasattr(value, "item"):
-        return value.item()
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+from organics_bench.io import write_text_atomic
 
 
 class CsvLog:
-    """An append-only CSV whose header is fixed by the first row; each row is flushed as it is written."""
+    """A CSV log whose header is fixed by its first row; each row is flushed as it is written. A new log starts the
+    file afresh (a requeued job re-run into its own dir never appends to the rows of its earlier attempt)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._fields: list[str] | None = None
-        if path.exists() and path.stat().st_size:
-            with path.open() as handle:
-                self._fields = next(csv.reader(handle))
+        path.unlink(missing_ok=True)
+
+    def reset(self, rows: list[dict[str, Any]]) -> None:
+        """Replace the file, atomically, with `rows` (a resumed run's rows up to its checkpoint)."""
+        self._fields = list(rows[0]) if rows else None
+        if not rows:
+            self.path.unlink(missing_ok=True)
+            return
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=self._fields, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows({k: _csv_value(v) for k, v in row.items()} for row in rows)
+        write_text_atomic(buffer.getvalue(), self.path)
 
     def write(self, row: dict[str, Any]) -> None:
         new = self._fields is None
@@ -49,6 +42,14 @@ class CsvLog:
             writer.writerow({k: _csv_value(v) for k, v in row.items()})
 
 
+def read_csv_rows(path: Path, max_step: int) -> list[dict[str, str]]:
+    """The rows of a steps.csv (or any CSV with a "step" column) up to and including `max_step`; [] if absent."""
+    if not path.is_file():
+        return []
+    with path.open(newline="") as handle:
+        return [row for row in csv.DictReader(handle) if int(row["step"]) <= max_step]
+
+
 def _csv_value(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)
@@ -59,14 +60,17 @@ class WandbSink:
     """One wandb run per job, offline unless told otherwise; `finish` is always called by the trainer."""
 
     def __init__(self, mode: str, project: str, run_dir: Path, config: dict, name: str,
-                 group: str | None = None, tags: list[str] | None = None, run_id: str | None = None) -> None:
+                 group: str | None = None, tags: list[str] | None = None, run_id: str | None = None,
+                 entity: str | None = None, job_type: str | None = None) -> None:
         import wandb
 
-        self.run = wandb.init(project=project, mode=mode, dir=str(run_dir), config=config, name=name, group=group,
-                              tags=tags, id=run_id, resume="allow" if run_id else None)
+        self.run = wandb.init(project=project, entity=entity, job_type=job_type, mode=mode, dir=str(run_dir),
+                              config=config, name=name, group=group, tags=tags, id=run_id,
+                              resume="allow" if run_id else None)
         self.run.define_metric("epoch")
-        for prefix in ("epoch/*", "val/*", "spectral/*"):
+        for prefix in ("epoch/*", "val/*", "spectral/*", "gradient_flow/*"):
             self.run.define_metric(prefix, step_metric="epoch")
+        self.run.define_metric("val/acc", step_metric="epoch", summary="max")
 
     @property
     def run_id(self) -> str:
@@ -91,5 +95,24 @@ class WandbSink:
             payload["spectral/statistic_hist"] = wandb.Histogram(np_histogram=np.histogram(values, bins=32))
         self.run.log(payload, step=step)
 
-    def finish(self, exit_code: int) -> None:
-        self.run.finish(exit_code=exit_code)
+    def finish(self, record: dict | None = None, figures: Path | None = None) -> None:
+        """End the run. With the run's `record`: its summary (status, best_val/acc, best_epoch, test/acc, n_params,
+        diverged_at), a "diverged" tag and a failed state for a diverged run, and the figures as images. Without
+        (an exception or a stop): a failed state."""
+        import wandb
+
+        if record is None:
+            self.run.finish(exit_code=1)
+            return
+        metrics = record["metrics"]
+        self.run.summary.update({
+            "status": record["status"], "best_val/acc": metrics.get("best_val/acc"),
+            "best_epoch": metrics.get("best_epoch"), "test/acc": metrics.get("test/acc"),
+            "n_params": record["n_params"], "diverged_at": record.get("diverged_at"),
+            "config_hash": record["config_hash"]})
+        if record["status"] == "diverged":
+            self.run.tags = (*self.run.tags, "diverged")
+        images = {f"figures/{path.stem}": wandb.Image(str(path)) for path in sorted((figures or Path()).glob("*.png"))}
+        if images:
+            self.run.log(images)
+        self.run.finish(exit_code=0 if record["status"] == "ok" else 1)

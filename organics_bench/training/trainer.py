@@ -21,9 +21,13 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from organics_bench.diagnostics.runner import Diagnostics
 from organics_bench.tasks.base import Split, TaskData
 from organics_bench.training.checkpoint import save_checkpoint
+from organics_bench.training.placement import resolve_device
 from organics_bench.training.sinks import CsvLog, WandbSink
 
 log = logging.getLogger(__name__)
+# The record's grad_norm.fraction_above: the fraction of optimizer steps whose total gradient norm exceeds each level
+# (non-finite norms count as above), the same levels for every model so that runs compare.
+GRAD_NORM_LEVELS = (1, 10, 100, 1000)
 
 
 @dataclass
@@ -78,8 +82,10 @@ class Trainer:
         self.wall_time = 0.0
 
     # ----- public ---------------------------------------------------------------------------------
-    def restore(self, payload: dict) -> None:
-        """Continue from a checkpoint written by `_save_last` (weights, optimizer, schedule, history)."""
+    def restore(self, payload: dict, steps: list[dict]) -> None:
+        """Continue from a checkpoint written by `_save_last` (weights, optimizer, schedule, history). The run dir's
+        history.csv and steps.csv are rewritten to end at the checkpoint (`steps`: the checkpointed run's steps.csv
+        rows up to its step), and best.pt is written from the checkpoint."""
         self.model.load_state_dict(payload["model_state"])
         self.optimizer.load_state_dict(payload["optimizer_state"])
         self.scheduler.load_state_dict(payload["scheduler_state"])
@@ -89,8 +95,10 @@ class Trainer:
         self.best_val_acc, self.best_epoch = payload["best_val_acc"], payload["best_epoch"]
         self.best_state = payload["best_model_state"]
         self.wall_time = payload["wall_time"]
-        for row in self.history:
-            self.history_log.write(row)
+        self.history_log.reset(self.history)
+        self.steps_log.reset(steps)
+        if self.best_state is not None:
+            self._save_best(self.best_val_acc)
 
     def fit(self) -> dict:
         """Train until `settings.epochs`; returns the run summary (also passed to `write_record` every epoch)."""
@@ -144,6 +152,8 @@ class Trainer:
                 "median": finite.median().item() if len(finite) else None,
                 "final": self.step_grad_norms[-1] if self.step_grad_norms else None,
                 "nonfinite_steps": int((~torch.isfinite(norms)).sum()),
+                "fraction_above": {str(level): ((norms > level) | norms.isnan()).double().mean().item()
+                                   if len(norms) else None for level in GRAD_NORM_LEVELS},
             },
             "spectral_radius": {
                 "first_epoch": radii[0] if radii else None,
@@ -179,8 +189,7 @@ class Trainer:
         if val_acc > self.best_val_acc:
             self.best_val_acc, self.best_epoch = val_acc, self.epoch
             self.best_state = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
-            save_checkpoint({**self._identity(), "epoch": self.epoch, "val_acc": val_acc,
-                             "model_state": self.best_state}, self.ckpt_dir / "best.pt")
+            self._save_best(val_acc)
         self._save_last()
         self.write_record(self.summary())
         log.info("epoch %d/%d  train loss %.4f acc %.4f | val loss %.4f acc %.4f | lr %.2e | %.1f s",
@@ -205,6 +214,8 @@ class Trainer:
             loss_value = loss.item()
             if not math.isfinite(loss_value):
                 self.diverged_at = {"epoch": self.epoch + 1, "step": self.global_step + 1, "loss": str(loss_value)}
+                if self.wandb:
+                    self.wandb.log({"train/loss": loss_value, "train/diverged": 1}, step=self.global_step + 1)
                 raise Diverged(f"loss became {loss_value} at step {self.global_step + 1} (epoch {self.epoch + 1})")
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -237,20 +248,10 @@ class Trainer:
         stats.update({f"grad/{name}": value for name, value in zip(self.param_names, values[2:])})
         return stats
 
-    @torch.no_grad()
     def evaluate(self, split: Split) -> tuple[float, float]:
         """Mean cross-entropy and accuracy over a split (or its first `limit_eval_batches` batches)."""
-        self.model.eval()
-        batches = torch.arange(len(split), device=self.device).split(self.settings.eval_batch_size)
-        if self.settings.limit_eval_batches:
-            batches = batches[: self.settings.limit_eval_batches]
-        total_loss, correct, seen = 0.0, 0, 0
-        for index in batches:
-            logits = self.model(split.x[index])
-            total_loss += F.cross_entropy(logits, split.y[index], reduction="sum").item()
-            correct += (logits.argmax(-1) == split.y[index]).sum().item()
-            seen += len(index)
-        return total_loss / seen, correct / seen
+        return evaluate_split(self.model, split, self.settings.eval_batch_size, self.settings.limit_eval_batches,
+                              self.device)
 
     # ----- helpers ----------------------------------------------------------------------------------
     def _final_evaluation(self) -> None:
@@ -293,6 +294,10 @@ class Trainer:
         return {"model_name": self.identity["model_name"], "task_name": self.identity["task_name"],
                 "config_yaml": self.identity["config_yaml"]}
 
+    def _save_best(self, val_acc: float) -> None:
+        save_checkpoint({**self._identity(), "epoch": self.best_epoch, "val_acc": val_acc,
+                         "model_state": self.best_state}, self.ckpt_dir / "best.pt")
+
     def _save_last(self) -> None:
         save_checkpoint({
             **self._identity(),
@@ -314,8 +319,19 @@ class Trainer:
         return Split(split.x.to(self.device), split.y.to(self.device))
 
 
-def resolve_device(device: str) -> str:
-    """"auto" means CUDA when available, else CPU."""
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
+@torch.no_grad()
+def evaluate_split(model: nn.Module, split: Split, batch_size: int, limit_batches: int | None,
+                   device: torch.device) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy of `model` over `split` (or its first `limit_batches` batches)."""
+    model.eval()
+    batches = torch.arange(len(split)).split(batch_size)
+    if limit_batches:
+        batches = batches[:limit_batches]
+    total_loss, correct, seen = 0.0, 0, 0
+    for index in batches:
+        x, y = split.x[index].to(device), split.y[index].to(device)
+        logits = model(x)
+        total_loss += F.cross_entropy(logits, y, reduction="sum").item()
+        correct += (logits.argmax(-1) == y).sum().item()
+        seen += len(index)
+    return total_loss / seen, correct / seen

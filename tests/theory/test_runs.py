@@ -35,7 +35,7 @@ def test_config_matches_run_defaults(name):
     text = (CONF / f"{name}.yaml").read_text()
     assert text.startswith("# @package _global_") and f"experiment=theory/{name}" in text
     cfg = OmegaConf.load(CONF / f"{name}.yaml")
-    assert cfg.job == "theory" and cfg.experiment_name == f"theory_{name}"
+    assert cfg.mode == "theory" and cfg.experiment_name == f"theory_{name}"
     assert cfg.theory._target_ == f"organics_bench.theory.{name}.run"
     sig = inspect.signature(importlib.import_module(f"organics_bench.theory.{name}").run)
     assert list(sig.parameters)[:3] == ["out_dir", "smoke", "seed"]
