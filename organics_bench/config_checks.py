@@ -86,6 +86,7 @@ RULES: dict[str, Rule] = {
     "trainer.limit_train_batches": Rule("int", low=1, nullable=True),
     "trainer.limit_eval_batches": Rule("int", low=1, nullable=True),
     "trainer.num_threads": Rule("int", low=1, nullable=True),
+    "trainer.keep_epochs_from": Rule("int", low=1, nullable=True),
     "trainer.device": Rule("str"), "trainer.progress_bar": FLAG, "trainer.flush_denormal": FLAG,
     "optimizer.lr": POSITIVE, "optimizer.weight_decay": Rule("number", low=0),
     "scheduler.step_size": COUNT, "scheduler.gamma": FRACTION, "scheduler.factor": FRACTION,

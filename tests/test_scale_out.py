@@ -69,12 +69,12 @@ def test_make_targets_pass_args_to_every_reproduce_command():
 def trained(tmp_path):
     run_dir = tmp_path / "run"
     result = run_cli(*smoke_overrides("organics", "smnist", tmp_path / "data"), "diagnostics=none",
-                     "trainer.epochs=2", f"hydra.run.dir={run_dir}", cwd=tmp_path)
+                     "trainer.epochs=2", "trainer.keep_epochs_from=2", f"hydra.run.dir={run_dir}", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     return run_dir
 
 
-@pytest.mark.parametrize("which", ["best.pt", "last.pt", "."])
+@pytest.mark.parametrize("which", ["best.pt", "last.pt", "epoch_0002.pt", "."])
 def test_evaluate_a_checkpoint_reproduces_the_runs_numbers(tmp_path, trained, which):
     checkpoint = trained / "checkpoints" / which if which != "." else trained
     out = tmp_path / "eval"
@@ -86,7 +86,8 @@ def test_evaluate_a_checkpoint_reproduces_the_runs_numbers(tmp_path, trained, wh
     record = read_metrics(trained)
     assert evaluation["model"] == "organics" and evaluation["task"] == "smnist"
     assert evaluation["config_hash"] == record["config_hash"]
-    if which == "last.pt":
+    assert sorted(p.name for p in (trained / "checkpoints").iterdir()) == ["best.pt", "epoch_0002.pt", "last.pt"]
+    if which in ("last.pt", "epoch_0002.pt"):
         assert evaluation["metrics"]["test/acc"] == record["metrics"]["last/test_acc"]
         assert evaluation["epoch"] == 2
     else:

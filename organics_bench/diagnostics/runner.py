@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -18,10 +19,12 @@ from organics_bench.diagnostics.dynamics import gradient_flow, probe_spectra, tr
 from organics_bench.diagnostics.plots import (plot_gradient_flow, plot_spectra, plot_steady_state_histogram,
                                               plot_trajectories)
 from organics_bench.diagnostics.steady_state import has_steady_state_layers, steady_state_spectra
+from organics_bench.io import write_json_atomic
 from organics_bench.models.base import DynamicalModel
 from organics_bench.tasks.base import Split
-from organics_bench.io import write_json_atomic
-from organics_bench.training.sinks import WandbSink
+
+if TYPE_CHECKING:  # the trainer passes its sink in; importing training here would make a cycle
+    from organics_bench.training.sinks import WandbSink
 
 
 @dataclass

@@ -129,7 +129,6 @@ def _plot(c: Circuit, iterates: dict[str, tuple[Tensor, Tensor]], err_y: dict[st
                          alpha=0.6, label=label)
     span = [yt.min(), yt.max()]
     ax[1, 1].plot(span, span, "k-", lw=0.8, label="identity")
-    h = summary["headline"]
     e_sqrt = float(err_y["sqrt"][overlap_iter].max())
     e_diag = float(err_y["diag"][overlap_iter].max())
     ax[1, 1].set(xlabel="y* from simulation", ylabel=f"y after {overlap_iter} iterations",

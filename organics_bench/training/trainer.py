@@ -43,6 +43,7 @@ class TrainerSettings:
     progress_bar: bool = True
     num_threads: int | None = None
     flush_denormal: bool = True
+    keep_epochs_from: int | None = None
 
 
 class Diverged(Exception):
@@ -191,6 +192,9 @@ class Trainer:
             self.best_state = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
             self._save_best(val_acc)
         self._save_last()
+        if self.settings.keep_epochs_from and self.epoch >= self.settings.keep_epochs_from:
+            save_checkpoint({**self._identity(), "epoch": self.epoch, "val_acc": val_acc,
+                             "model_state": self.model.state_dict()}, self.ckpt_dir / f"epoch_{self.epoch:04d}.pt")
         self.write_record(self.summary())
         log.info("epoch %d/%d  train loss %.4f acc %.4f | val loss %.4f acc %.4f | lr %.2e | %.1f s",
                  self.epoch, self.settings.epochs, train_loss, train_acc, val_loss, val_acc, lr, elapsed)
