@@ -95,3 +95,24 @@ def model_takes(model: str, key: str) -> bool:
     cfg = OmegaConf.create(folder.joinpath(f"{model}.yaml").read_text())
     parents = [d for d in cfg.get("defaults", []) if d != "_self_"]
     return key in cfg or any(model_takes(parent, key) for parent in parents)
+
+
+def composed_config(overrides: list[str]):
+    """The composed config with its hydra node, and HydraConfig set so that ${hydra:...} resolves."""
+    from hydra import compose, initialize_config_module
+    from hydra.core.hydra_config import HydraConfig
+
+    with initialize_config_module("organics_bench.conf", version_base="1.3"):
+        cfg = compose("config", overrides=overrides, return_hydra_config=True)
+        HydraConfig.instance().set_config(cfg)
+        return cfg
+
+
+def composed(overrides: list[str]):
+    """The resolved job config (without the hydra node) and the chosen model's name."""
+    from omegaconf import OmegaConf
+
+    cfg = composed_config(overrides)
+    job_keys = [key for key in cfg if key != "hydra"]
+    resolved = OmegaConf.create(OmegaConf.to_container(OmegaConf.masked_copy(cfg, job_keys), resolve=True))
+    return resolved, cfg.hydra.runtime.choices.model

@@ -3,14 +3,11 @@ through the installed console script."""
 from importlib import resources
 
 import pytest
-from hydra import compose, initialize_config_module
-from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
-from omegaconf import OmegaConf
 
 from organics_bench.cli import available_choices
 from organics_bench.models.build import build_model, model_choices_by_kind
-from tests.helpers import read_metrics, run_cli, smoke_data_overrides, smoke_overrides
+from tests.helpers import composed, read_metrics, run_cli, smoke_data_overrides, smoke_overrides
 
 MODELS, TASKS = available_choices("model"), available_choices("task")
 TASK_KIND = {"smnist": "sequence", "psmnist": "sequence", "parity": "sequence", "mnist": "static",
@@ -26,16 +23,6 @@ def experiments() -> list[str]:
         if family.is_dir():
             found += [f"{family.name}/{entry.name[:-5]}" for entry in family.iterdir() if entry.name.endswith(".yaml")]
     return sorted(found)
-
-
-def composed(overrides: list[str]):
-    """The resolved job config (without the hydra node) and the chosen model's name."""
-    with initialize_config_module("organics_bench.conf", version_base="1.3"):
-        cfg = compose("config", overrides=overrides, return_hydra_config=True)
-        HydraConfig.instance().set_config(cfg)
-        job_keys = [key for key in cfg if key != "hydra"]
-        resolved = OmegaConf.create(OmegaConf.to_container(OmegaConf.masked_copy(cfg, job_keys), resolve=True))
-        return resolved, cfg.hydra.runtime.choices.model
 
 
 def test_the_groups_hold_what_the_readme_promises():

@@ -9,15 +9,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_module
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import OmegaConf
+from hydra import initialize_config_module
 
 from organics_bench.config_checks import validate
 from organics_bench.leaderboard import Cell, cell_config, declared_sweep, expected_cells, main
 from organics_bench.models.build import model_choices_by_kind
 from organics_bench.training.records import config_hash
-from tests.helpers import run_cli
+from tests.helpers import composed, run_cli
 
 ENTRIES = {  # leaderboard entry: (model choice, the cpu/table2 row whose model settings it reuses, or None)
     "organics": ("organics", "cpu/table2_organics64_psmnist"),
@@ -31,16 +29,6 @@ ENTRIES = {  # leaderboard entry: (model choice, the cpu/table2 row whose model 
     "lipschitz_rnn": ("lipschitz_rnn", "cpu/table2_lipschitz_rnn64_psmnist"),
     "antisymmetric_rnn": ("antisymmetric_rnn", "cpu/table2_antisymmetric_rnn64_psmnist"),
 }
-def composed(overrides: list[str]):
-    """The resolved job config (without the hydra node) and the chosen model's name, as tests/test_configs.py has it."""
-    with initialize_config_module("organics_bench.conf", version_base="1.3"):
-        cfg = compose("config", overrides=overrides, return_hydra_config=True)
-        HydraConfig.instance().set_config(cfg)
-        job_keys = [key for key in cfg if key != "hydra"]
-        resolved = OmegaConf.create(OmegaConf.to_container(OmegaConf.masked_copy(cfg, job_keys), resolve=True))
-        return resolved, cfg.hydra.runtime.choices.model
-
-
 TINY = ["trainer.epochs=1", "trainer.limit_train_batches=2", "trainer.limit_eval_batches=1", "trainer.batch_size=16"]
 
 

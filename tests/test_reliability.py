@@ -11,13 +11,12 @@ import time
 
 import numpy as np
 import pytest
-from hydra import compose, initialize_config_module
-from hydra.core.hydra_config import HydraConfig
 
 from organics_bench.config_checks import validate
 from organics_bench.errors import UserError
 from organics_bench.io import write_json_atomic
-from tests.helpers import SCRIPT, read_metrics, run_cli, smoke_overrides, write_fake_mnist, write_idx
+from tests.helpers import (SCRIPT, composed_config, read_metrics, run_cli, smoke_overrides, write_fake_mnist,
+                           write_idx)
 
 
 @pytest.fixture
@@ -62,20 +61,16 @@ def strict_json(path):
     (["model.recurrence=bogus"], "recurrence"),
 ])
 def test_every_key_has_a_type_and_range(overrides, key):
-    with initialize_config_module("organics_bench.conf", version_base="1.3"):
-        cfg = compose("config", overrides=overrides, return_hydra_config=True)
-        HydraConfig.instance().set_config(cfg)
-        with pytest.raises(UserError) as caught:
-            validate(cfg, cfg.hydra.runtime.choices.model)
+    cfg = composed_config(overrides)
+    with pytest.raises(UserError) as caught:
+        validate(cfg, cfg.hydra.runtime.choices.model)
     assert key in str(caught.value) and "\n" not in str(caught.value)
 
 
 def test_every_paper_experiment_validates():
-    with initialize_config_module("organics_bench.conf", version_base="1.3"):
-        for experiment in ("paper/table1_organics_static_2layer", "cpu/table2_ssn64_psmnist", "extension/parity"):
-            cfg = compose("config", overrides=[f"experiment={experiment}"], return_hydra_config=True)
-            HydraConfig.instance().set_config(cfg)
-            validate(cfg, cfg.hydra.runtime.choices.model)
+    for experiment in ("paper/table1_organics_static_2layer", "cpu/table2_ssn64_psmnist", "extension/parity"):
+        cfg = composed_config([f"experiment={experiment}"])
+        validate(cfg, cfg.hydra.runtime.choices.model)
 
 
 @pytest.mark.parametrize("override,words", [
