@@ -10,6 +10,7 @@ import subprocess
 import time
 
 import numpy as np
+import torch
 import pytest
 
 from organics_bench.config_checks import validate
@@ -262,3 +263,37 @@ def test_a_plain_run_never_touches_results(tmp_path, smoke):
                    ).returncode == 0
     (record,) = (tmp_path / "results" / "runs" / "smnist" / "organics").glob("*/seed0.json")
     assert strict_json(record)["config_hash"] == record.parent.name
+
+
+class FiniteLossNanGradient(torch.nn.Module):
+    """loss = 0 * sqrt(w) at w = 0: a finite loss whose gradient is 0 * inf = nan."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(()))
+        self.readout_layer = torch.nn.Linear(2, 2)
+
+    def forward(self, x):
+        return self.readout_layer(x) + 0 * torch.sqrt(self.w)
+
+    def loss(self, x, y):
+        logits = self(x)
+        return torch.nn.functional.cross_entropy(logits, y), logits
+
+
+def test_a_non_finite_gradient_with_a_finite_loss_is_a_divergence_not_a_crash(tmp_path):
+    from organics_bench.tasks.base import Split, TaskData
+    from organics_bench.training.trainer import Trainer, TrainerSettings
+
+    split = Split(torch.randn(8, 2), torch.randint(0, 2, (8,)))
+    model = FiniteLossNanGradient()
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.1)
+    trainer = Trainer(model, TaskData(split, split, split), optimizer,
+                      torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0),
+                      TrainerSettings(epochs=2, batch_size=4, progress_bar=False, device="cpu"), tmp_path, seed=0,
+                      identity={"model_name": "m", "task_name": "t", "config_yaml": ""})
+    summary = trainer.fit()
+    assert summary["status"] == "diverged"
+    assert summary["diverged_at"]["step"] == 1 and summary["diverged_at"]["nonfinite_grads"] == 1
+    assert math.isfinite(float(summary["diverged_at"]["loss"]))
+    assert torch.equal(model.w.detach(), torch.zeros(()))  # the poisoned step was never taken

@@ -1,6 +1,7 @@
 """The training loop shared by every model: full BPTT, Adam + schedule, and never any gradient clipping.
 
-A non-finite loss ends training as a result (`status: diverged`), not as a crash. Batch order in epoch e comes
+A non-finite loss, or a non-finite gradient (which the optimizer step would carry into every weight), ends
+training as a result (`status: diverged`), not as a crash. Batch order in epoch e comes
 from (seed, e) alone, so a resumed run sees exactly the batches an uninterrupted one would.
 """
 from __future__ import annotations
@@ -217,13 +218,13 @@ class Trainer:
             loss, logits = self.model.loss(x, y)
             loss_value = loss.item()
             if not math.isfinite(loss_value):
-                self.diverged_at = {"epoch": self.epoch + 1, "step": self.global_step + 1, "loss": str(loss_value)}
-                if self.wandb:
-                    self.wandb.log({"train/loss": loss_value, "train/diverged": 1}, step=self.global_step + 1)
-                raise Diverged(f"loss became {loss_value} at step {self.global_step + 1} (epoch {self.epoch + 1})")
+                self._diverge(loss_value, f"loss became {loss_value}")
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             grad_stats = self._gradient_stats()
+            if grad_stats["train/nonfinite_grads"]:  # Adam would carry the NaN into every weight
+                self._diverge(loss_value, f"{grad_stats['train/nonfinite_grads']} gradient entries became non-finite",
+                              nonfinite_grads=grad_stats["train/nonfinite_grads"])
             self.optimizer.step()
             self.global_step += 1
             if self.diagnostics and self.diagnostics.due(self.global_step):
@@ -240,6 +241,15 @@ class Trainer:
             correct += (logits.argmax(-1) == y).sum().item()
             seen += len(y)
         return total_loss / seen, correct / seen, grad_norm_max
+
+    def _diverge(self, loss_value: float, what: str, **details: int) -> None:
+        """Record where training stopped being finite (a non-finite loss, or a non-finite gradient that the next
+        optimizer step would write into the weights) and end training as a result."""
+        step = self.global_step + 1
+        self.diverged_at = {"epoch": self.epoch + 1, "step": step, "loss": str(loss_value), **details}
+        if self.wandb:
+            self.wandb.log({"train/loss": loss_value, "train/diverged": 1}, step=step)
+        raise Diverged(f"{what} at step {step} (epoch {self.epoch + 1})")
 
     def _gradient_stats(self) -> dict[str, float]:
         """Total and per-parameter gradient L2 norms and the count of non-finite gradient entries."""
