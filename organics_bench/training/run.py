@@ -129,8 +129,9 @@ def _report(summary: dict, run_dir: Path) -> None:
     metrics = summary["metrics"]
     if summary["status"] == "diverged":
         where = summary["diverged_at"]
-        print(f"DIVERGED at step {where['step']} (epoch {where['epoch']}): loss {where['loss']}; "
-              f"files kept in {run_dir}")
+        what = (f"{where['nonfinite_grads']} non-finite gradient entries (loss {where['loss']})"
+                if "nonfinite_grads" in where else f"loss {where['loss']}")
+        print(f"DIVERGED at step {where['step']} (epoch {where['epoch']}): {what}; files kept in {run_dir}")
         return
     test = metrics.get("test/acc")
     print(f"{summary['status']}: test acc {test if test is None else f'{test:.4f}'} at best val epoch "
