@@ -81,7 +81,7 @@ def test_config_hash_ignores_where_and_how_fast_but_not_what_is_computed():
     base = {"model": {"hidden_size": 64, "engine": "fused"}, "task": {"name": "psmnist", "data_dir": "/a"},
             "trainer": {"epochs": 20, "num_threads": 1}, "optimizer": {"lr": 0.01}, "scheduler": {}, "seed": 0}
     same = {**base, "seed": 3, "model": {"hidden_size": 64, "engine": "loop"}, "task": {"name": "psmnist"},
-            "trainer": {"epochs": 20, "num_threads": 2, "device": "cuda"}}
+            "trainer": {"epochs": 20, "num_threads": 2, "device": "cuda", "keep_epochs_from": 15}}
     assert config_hash(same) == config_hash(base)
     for section, key, value in (("model", "hidden_size", 128), ("task", "name", "smnist"), ("trainer", "epochs", 300),
                                 ("optimizer", "lr", 0.001)):

@@ -13,10 +13,11 @@ import torch
 from organics_bench.io import copy_atomic, write_json_atomic
 
 SCHEMA_VERSION = 1
-# What a run computes: these config sections, less the keys that only say where or how fast it runs (the model's
-# engines and solvers are tested to give the same numbers as their reference forms).
+# What a run computes: these config sections, less the keys that only say where or how fast it runs or what extra it
+# keeps (the model's engines and solvers are tested to give the same numbers as their reference forms).
 BEHAVIOUR_SECTIONS = ("model", "task", "trainer", "optimizer", "scheduler")
-NOT_BEHAVIOUR = {"task": ("data_dir", "download"), "trainer": ("device", "progress_bar", "num_threads"),
+NOT_BEHAVIOUR = {"task": ("data_dir", "download"),
+                 "trainer": ("device", "progress_bar", "num_threads", "keep_epochs_from"),
                  "model": ("engine", "fixed_point_solver")}
 
 
