@@ -15,13 +15,15 @@ from typing import Any, Iterator, Sequence
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
+from hydra.types import RunMode
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from organics_bench.config_checks import validate
 from organics_bench.errors import UserError
 from organics_bench.io import copy_atomic, write_json_atomic
 from organics_bench.training import run_dir
+from organics_bench.training.records import job_config
 
 CHOICE_GROUPS = ("model", "task", "trainer", "optimizer", "scheduler", "logger", "paths", "debug", "diagnostics",
                  "experiment", "leaderboard")
@@ -83,17 +85,13 @@ class PreflightChecks(Callback):
             if config.get("publish") and config.paths.results_dir:
                 _check_writable(Path(config.paths.results_dir))
             if config.mode == "train":
-                run_dir.claim(Path(config.hydra.run.dir), _resolved_without_hydra(config),
+                run_dir.claim(Path(config.hydra.run.dir), job_config(config),
                               check_config=not config.resume)
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         HydraConfig.instance().set_config(config)  # lets ${hydra:runtime.cwd} resolve before the first job
         with exit_on_user_error():
             _check_writable(Path(config.hydra.sweep.dir))
-
-
-def _resolved_without_hydra(config: DictConfig) -> dict:
-    return OmegaConf.to_container(OmegaConf.masked_copy(config, [k for k in config if k != "hydra"]), resolve=True)
 
 
 def _check_writable(directory: Path) -> None:
@@ -149,7 +147,8 @@ def _hydra_entry(cfg: DictConfig) -> float | None:
     try:
         with exit_on_user_error(), removed_if_unstarted(out_dir, f"{hydra_cfg.job.name}.log",
                                                         Path(cfg.paths.output_dir)):
-            validate(cfg, hydra_cfg.runtime.choices.get("model"))
+            if hydra_cfg.mode == RunMode.MULTIRUN:  # a single run was checked by PreflightChecks, before its dir
+                validate(cfg, hydra_cfg.runtime.choices.get("model"))
             if cfg.mode == "theory":
                 run_theory(cfg)
                 return None
@@ -158,7 +157,7 @@ def _hydra_entry(cfg: DictConfig) -> float | None:
 
                 evaluate(cfg)
                 return None
-            run_dir.claim(out_dir, OmegaConf.to_container(cfg, resolve=True), check_config=not cfg.resume)
+            run_dir.claim(out_dir, job_config(cfg), check_config=not cfg.resume)
             from organics_bench.training.run import train
 
             return train(cfg)["metrics"].get("best_val/acc")

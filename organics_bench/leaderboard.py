@@ -28,7 +28,7 @@ from omegaconf import OmegaConf
 
 from organics_bench.io import finite_or_none, write_text_atomic
 from organics_bench.report import load_records
-from organics_bench.training.records import config_hash
+from organics_bench.training.records import config_hash, job_config
 
 EXPERIMENT = "stability/leaderboard"  # the experiment choice whose sweep this reads
 THRESHOLDS = ("1", "10", "100", "1000")  # the levels of the records' grad_norm.fraction_above
@@ -83,7 +83,7 @@ def cell_config(entry: str, lr: str, overrides: list[str] = ()) -> dict:
     cfg = compose("config", overrides=[f"experiment={EXPERIMENT}", f"leaderboard={entry}", f"optimizer.lr={lr}",
                                        *overrides], return_hydra_config=True)
     HydraConfig.instance().set_config(cfg)
-    return OmegaConf.to_container(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), resolve=True)
+    return job_config(cfg)
 
 
 def expected_cells(overrides: list[str] = ()) -> list[Cell]:

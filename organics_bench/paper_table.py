@@ -19,11 +19,10 @@ from pathlib import Path
 
 from hydra import compose, initialize_config_module
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import OmegaConf
 
 from organics_bench.cli import available_choices
 from organics_bench.report import load_records
-from organics_bench.training.records import config_hash
+from organics_bench.training.records import config_hash, job_config
 from organics_bench.io import write_text_atomic
 
 FAMILIES = ("paper", "cpu")
@@ -55,8 +54,7 @@ def paper_experiments() -> list[Experiment]:
             for name in (n for n in available_choices(f"experiment/{family}") if "/" not in n):  # not protocol/*
                 cfg = compose("config", overrides=[f"experiment={family}/{name}"], return_hydra_config=True)
                 HydraConfig.instance().set_config(cfg)
-                job = OmegaConf.to_container(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]),
-                                             resolve=True)
+                job = job_config(cfg)
                 if "paper" in job:
                     found.append(Experiment(f"{family}/{name}", job["experiment_name"], job, config_hash(job)))
     return sorted(found, key=lambda e: (e.paper["table"], e.paper["protocol"] != "full", e.paper["value"] is None,

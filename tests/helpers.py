@@ -112,7 +112,7 @@ def composed(overrides: list[str]):
     """The resolved job config (without the hydra node) and the chosen model's name."""
     from omegaconf import OmegaConf
 
+    from organics_bench.training.records import job_config
+
     cfg = composed_config(overrides)
-    job_keys = [key for key in cfg if key != "hydra"]
-    resolved = OmegaConf.create(OmegaConf.to_container(OmegaConf.masked_copy(cfg, job_keys), resolve=True))
-    return resolved, cfg.hydra.runtime.choices.model
+    return OmegaConf.create(job_config(cfg)), cfg.hydra.runtime.choices.model

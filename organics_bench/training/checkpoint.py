@@ -55,6 +55,7 @@ def resumed_config(cfg: DictConfig, payload: dict, overrides: list[str], path: P
     stored = yaml.safe_load(payload["config_yaml"])
     current = OmegaConf.to_container(cfg, resolve=True)
     explicit = [o.split("=", 1)[0].lstrip("+~") for o in overrides if "=" in o]
+    stored_cfg = OmegaConf.create(stored)
     group_values = {"model": (payload.get("model_name"), HydraConfig.get().runtime.choices.get("model")),
                     "task": (stored["task"]["name"], current["task"]["name"]),
                     "experiment": (stored.get("experiment_name"), current.get("experiment_name"))}
@@ -64,7 +65,7 @@ def resumed_config(cfg: DictConfig, payload: dict, overrides: list[str], path: P
         elif _is_free(key) or key == "trainer.epochs" or key == "resume":
             continue
         else:
-            was, now = OmegaConf.select(OmegaConf.create(stored), key), OmegaConf.select(cfg, key)
+            was, now = OmegaConf.select(stored_cfg, key), OmegaConf.select(cfg, key)
         if was != now:
             raise UserError(f"{key}={now} differs from the run being resumed ({path}: {key}={was}); a resumed run "
                             "continues as it was configured (only trainer.epochs and where/how-fast settings may "

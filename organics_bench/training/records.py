@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import torch
+from omegaconf import DictConfig, OmegaConf
 
 from organics_bench.io import copy_atomic, write_json_atomic
 
@@ -19,6 +20,11 @@ BEHAVIOUR_SECTIONS = ("model", "task", "trainer", "optimizer", "scheduler")
 NOT_BEHAVIOUR = {"task": ("data_dir", "download"),
                  "trainer": ("device", "progress_bar", "num_threads", "keep_epochs_from"),
                  "model": ("engine", "fixed_point_solver")}
+
+
+def job_config(cfg: DictConfig) -> dict:
+    """A composed config without its `hydra` node, resolved to plain containers: what a job runs and records."""
+    return OmegaConf.to_container(OmegaConf.masked_copy(cfg, [key for key in cfg if key != "hydra"]), resolve=True)
 
 
 def config_hash(config: dict) -> str:
