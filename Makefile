@@ -14,7 +14,7 @@ comma := ,
 space := $(empty) $(empty)
 
 .DEFAULT_GOAL := help
-.PHONY: help install data demo test test-fast smoke theory bench reproduce-table1 reproduce-table2 reproduce-table2-cpu tables wandb-sync \
+.PHONY: help install data demo test test-fast smoke theory bench cuda-check reproduce-table1 reproduce-table2 reproduce-table2-cpu tables wandb-sync \
 	clean clean-outputs
 
 help: ## List the targets
@@ -48,6 +48,10 @@ smoke: install ## One tiny epoch of every sequence model on sMNIST (bundled digi
 
 bench: install ## Throughput: ORGaNICs per-step vs engine vs nn.LSTM, the rival RNNs, SSN per-step vs engine, side by side -> results/bench/
 	$(PY) scripts/bench_throughput.py
+
+cuda-check: install ## On a CUDA machine: the compiled engines against the per-step form there, then make bench at the paper's shapes
+	$(PY) -m pytest -q tests/test_engine_compiled.py
+	$(PY) scripts/bench_throughput.py --device cuda --shapes paper64,paper128
 
 theory: install ## Every stability experiment of the paper: figures and JSON under results/theory/ (CPU, minutes)
 	$(BIN)/organics-bench -m experiment=$(subst $(space),$(comma),$(THEORY)) publish=true

@@ -15,8 +15,9 @@ Each case times forward + backward of one batch (run the sequence, read out, sum
           in the same interleaved rounds as the methods above and reported in a table of their own, as time ratios
           to nn.LSTM and to the ORGaNICs engine of the same run.
 The ORGaNICs engine runs its fused C kernels on CPU (`cpu-kernels`, organics_bench/models/organics_kernels.c) and
-torch operations on CUDA; the record says which. On CPU, subnormal floats are flushed to zero as in training
-(trainer.flush_denormal, the default): without it nn.LSTM runs 8-9x slower here.
+torch steps compiled with torch.compile on CUDA (the untimed warm-up run compiles them); the record says which. On
+CPU, subnormal floats are flushed to zero as in training (trainer.flush_denormal, the default): without it nn.LSTM
+runs 8-9x slower here.
 A second section times one training step (forward + backward of cross-entropy + reconstruction, no optimizer step)
 of the two-layer static ORGaNICs model (784 -> 40 autoencoder code, layers of 120 and 60 units with learned W_r,
 Algorithm 1 with K = 10, W_r moved off its identity init) at batch 256, for both fixed-point variants (diag(sqrt(a))

@@ -165,9 +165,10 @@ class Organics(DynamicalModel):
         run in the sequence engine (`organics_engine`) unless engine="loop"."""
         mats = self._matrices()
         if self.engine == "fused":
-            form = {"spectral_norm": "linear", "identity": "identity", "unconstrained": "rectified"}[self.recurrence]
+            recurrent = None if self.recurrence == "identity" else mats["recurrent"]
             return organics_scan(x.transpose(0, 1), mats["input"], self.rectify_input, self.initial_state(x.shape[0]),
-                                 mats["rates"], mats["recurrent"], mats["norm"], mats["gate"], self.sigma, form)
+                                 mats["rates"], recurrent, mats["norm"], mats["gate"], self.sigma,
+                                 rectify_recurrence=self.recurrence == "unconstrained")
         state = self.initial_state(x.shape[0])
         for drive in self._drives(x, mats).unbind(1):  # one unbind: indexing per step would cost O(T^2) backward
             state = state + mats["rates"] * self._derivative(state, drive, mats)

@@ -17,11 +17,16 @@ by `cpu_kernels`): per step, two passes over memory each way around the matmuls 
 for the state's gradient and three or four adding into weight gradients) instead of about forty torch operations.
 Elsewhere (CUDA), or where no C compiler works, the same steps run as torch operations.
 
-`recurrence` names the form of R(y): "identity" ([y]+), "linear" ([y]+ R^T) or "rectified" ([y R^T]+).
+R(y) is [y]+ when no recurrent matrix R is given (W_r = I), else [y]+ R^T, or [y R^T]+ with `rectify_recurrence`.
+
+On CUDA the same torch steps run compiled (torch.compile, `compiled_steps`): each step's element-wise work fuses into
+a few kernels around its matrix products, instead of about forty launches per step.
 """
 from __future__ import annotations
 
+import warnings
 from collections import OrderedDict
+from functools import lru_cache
 
 import torch
 from torch.autograd.function import once_differentiable
@@ -32,6 +37,7 @@ _sigmoid_backward = torch.ops.aten.sigmoid_backward
 _threshold_backward = torch.ops.aten.threshold_backward
 _POOL: OrderedDict[tuple, dict[str, torch.Tensor]] = OrderedDict()
 _POOL_SIZE = 2  # workspaces kept for reuse: the latest shape's forward and backward ones
+BACKENDS = ("cpu-kernels", "compiled", "torch")
 
 
 def organics_scan(
@@ -40,32 +46,54 @@ def organics_scan(
     rectify_input: bool,
     state0: torch.Tensor,
     rates: torch.Tensor,
-    recurrent: torch.Tensor,
+    recurrent: torch.Tensor | None,
     norm: torch.Tensor,
     gate: torch.Tensor,
     sigma: torch.Tensor,
-    recurrence: str,
+    rectify_recurrence: bool,
 ) -> torch.Tensor:
     """Final state of the ORGaNICs recurrence: the same numbers as stepping `Organics.step`, to rounding.
 
     Args:
         inputs: (time, batch, m) the sequence x. input_weights: (3n, m) [W_zx; W_bx; W_b0x], so that the drives are
             [z, W_bx x, W_b0x x] = x input_weights^T, with z rectified if `rectify_input`.
-        state0: (batch, 4n) [y, a, b, b0]. rates: (4n,) dt/tau. recurrent: the (n, n) matrix of R(y), unused for
-            "identity". norm: W (n, n). gate: (2n, 2n), maps [y, a] to the gates' pre-activations.
-        sigma: (n,), not differentiated. recurrence: "identity", "linear" or "rectified" (module docstring).
+        state0: (batch, 4n) [y, a, b, b0]. rates: (4n,) dt/tau. recurrent: the (n, n) matrix R of R(y), or None
+            for R(y) = [y]+. norm: W (n, n). gate: (2n, 2n), maps [y, a] to the gates' pre-activations.
+        sigma: (n,), not differentiated. rectify_recurrence: R(y) = [y R^T]+ instead of [y]+ R^T.
     """
-    steps = _KernelSteps(inputs.dtype) if backend(inputs) == "cpu-kernels" else _TorchSteps()
+    steps = step_functions(backend(inputs), inputs.dtype)
+    rectified = rectify_recurrence and recurrent is not None
     args = (inputs, input_weights, state0, rates.contiguous(), recurrent, norm, gate, sigma.contiguous())
-    if torch.is_grad_enabled() and any(t.requires_grad for t in args[:7]):
-        return _Scan.apply(*args, recurrence, rectify_input, steps)
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in args[:7]):
+        return _Scan.apply(*args, rectified, rectify_input, steps)
     drives = _project(inputs, input_weights, rectify_input)
-    return _forward(drives, *args[2:], recurrence, steps, ws=None)
+    return _forward(drives, *args[2:], rectified, steps, ws=None)
 
 
 def backend(tensor: torch.Tensor) -> str:
-    """How the engine runs steps on this tensor's device and dtype: "cpu-kernels" or "torch"."""
-    return "cpu-kernels" if cpu_kernels.available(tensor) else "torch"
+    """How the engine runs steps on this tensor's device and dtype, one of BACKENDS: the fused C kernels on the CPU,
+    compiled torch steps on CUDA (where Triton is installed), else torch operations."""
+    if cpu_kernels.available(tensor):
+        return "cpu-kernels"
+    return "compiled" if tensor.is_cuda and can_compile() else "torch"
+
+
+def step_functions(name: str, dtype: torch.dtype) -> _KernelSteps | _TorchSteps:
+    """The step implementation called `name` (one of BACKENDS)."""
+    if name == "cpu-kernels":
+        return _KernelSteps(dtype)
+    return compiled_steps() if name == "compiled" else _TorchSteps()
+
+
+@lru_cache(maxsize=1)
+def can_compile() -> bool:
+    """Whether torch.compile can build CUDA kernels here (Triton installed); says once where it cannot."""
+    from torch.utils._triton import has_triton
+
+    if has_triton():
+        return True
+    warnings.warn("Triton is not installed: the sequence engines run their CUDA steps uncompiled (same numbers, slower)")
+    return False
 
 
 def _project(inputs: torch.Tensor, input_weights: torch.Tensor, rectify: bool,
@@ -79,11 +107,11 @@ def _project(inputs: torch.Tensor, input_weights: torch.Tensor, rectify: bool,
     return drives
 
 
-def _workspace(steps: int, batch: int, n: int, like: torch.Tensor, recurrence: str,
+def _workspace(steps: int, batch: int, n: int, like: torch.Tensor, has_matrix: bool,
                backward: bool) -> dict[str, torch.Tensor]:
     """Buffers for one forward or one backward pass, from the pool or freshly allocated. A forward keeps per step the
-    drives, state, h and R(y) (unless identity); everything else, and all of a backward, lives one step at a time."""
-    key = (steps, batch, n, like.dtype, like.device, recurrence, backward)
+    drives, state, h and R(y) (unless R(y) = [y]+); everything else, and all of a backward, lives one step at a time."""
+    key = (steps, batch, n, like.dtype, like.device, has_matrix, backward)
     ws = _POOL.pop(key, None)
     if ws is not None:
         return ws
@@ -92,11 +120,11 @@ def _workspace(steps: int, batch: int, n: int, like: torch.Tensor, recurrence: s
     if backward:
         shapes |= {"grad": (2, batch, 4 * n), "grad_drives": (batch, 3 * n), "grad_fa": (batch, n),
                    "products": (2, batch, n)}
-        if recurrence != "identity":
+        if has_matrix:
             shapes["grad_rec"] = (batch, n)
     else:
         shapes |= {"drives": (steps, batch, 3 * n), "states": (steps + 1, batch, 4 * n), "h": (steps, batch, 4 * n)}
-        if recurrence != "identity":
+        if has_matrix:
             shapes["recs"] = (steps, batch, n)
     buffers = {name: like.new_empty(shape) for name, shape in shapes.items()}
     if backward:  # dL/d rates summed over steps and batch, in float64 (200k terms at the paper's shape)
@@ -110,19 +138,19 @@ def _release(ws: dict[str, torch.Tensor]) -> None:
         _POOL.popitem(last=False)
 
 
-def _forward(drives, state0, rates, recurrent, norm, gate, sigma, recurrence, steps, ws):
+def _forward(drives, state0, rates, recurrent, norm, gate, sigma, rectified, steps, ws):
     """Run all steps; with a workspace keep what the backward needs in it, else keep only the running state."""
     rolling = ws is None
     if rolling:  # one step's buffers (two states), reused at every step
-        ws = _workspace(1, state0.shape[0], state0.shape[1] // 4, drives, recurrence, backward=False)
+        ws = _workspace(1, state0.shape[0], state0.shape[1] // 4, drives, recurrent is not None, backward=False)
     states, (u, y_pos) = ws["states"], ws["inputs"]
-    y_pos = y_pos if recurrence == "linear" else None
+    y_pos = y_pos if recurrent is not None and not rectified else None
     states[0] = state0
     for t, d in enumerate(drives):
         i = 0 if rolling else t
         s, s_next = (states[t % 2], states[(t + 1) % 2]) if rolling else (states[t], states[t + 1])
         steps.forward(s, d, ws["h"][i], u, y_pos, ws["recs"][i] if "recs" in ws else None, s_next, rates, recurrent,
-                      norm, gate, sigma, recurrence)
+                      norm, gate, sigma, rectified)
     return states[len(drives) % 2].clone() if rolling else states[-1]
 
 
@@ -132,22 +160,21 @@ class _KernelSteps:
     def __init__(self, dtype: torch.dtype) -> None:
         self.lib = cpu_kernels.load(dtype)
 
-    def forward(self, s, d, h, u, y_pos, rec, s_next, rates, recurrent, norm, gate, sigma, recurrence):
+    def forward(self, s, d, h, u, y_pos, rec, s_next, rates, recurrent, norm, gate, sigma, rectified):
         """One Euler step from s into s_next, writing h, u = [y]+^2 [a]+, [y]+ (unless None) and R(y) (unless None)."""
         batch, n = s.shape[0], s.shape[1] // 4
         self.lib.forward_prepare(batch, n, s.data_ptr(), _ptr(y_pos), u.data_ptr())
-        if recurrence != "identity":
+        if recurrent is not None:
             torch.mm(s[:, :n] if y_pos is None else y_pos, recurrent.T, out=rec)
         torch.mm(u, norm.T, out=h[:, n : 2 * n])
         torch.addmm(d[:, n:], s[:, : 2 * n], gate.T, out=h[:, 2 * n :]).sigmoid_()
-        self.lib.forward_finish(batch, n, s.data_ptr(), d.data_ptr(), h.data_ptr(), _ptr(rec),
-                                recurrence == "rectified", sigma.data_ptr(), rates.data_ptr(), s_next.data_ptr())
+        self.lib.forward_finish(batch, n, s.data_ptr(), d.data_ptr(), h.data_ptr(), _ptr(rec), rectified,
+                                sigma.data_ptr(), rates.data_ptr(), s_next.data_ptr())
 
     def backward(self, grad_next, s, h, rec, d, grad, grad_d, grad_rec, grad_fa, grad_rates, rates, recurrent, norm,
-                 gate, sigma, recurrence, products, u, y_pos):
+                 gate, sigma, rectified, products, u, y_pos):
         """Gradient through one step, as `_torch_backward_step`."""
         batch, n = s.shape[0], s.shape[1] // 4
-        rectified = recurrence == "rectified"
         self.lib.backward_prepare(batch, n, grad_next.data_ptr(), s.data_ptr(), h.data_ptr(), d.data_ptr(),
                                   _ptr(rec), rectified, rates.data_ptr(), sigma.data_ptr(), grad.data_ptr(),
                                   grad_d.data_ptr(), _ptr(grad_rec), grad_fa.data_ptr(), grad_rates.data_ptr(),
@@ -166,37 +193,39 @@ def _ptr(tensor: torch.Tensor | None) -> int | None:
     return None if tensor is None else tensor.data_ptr()
 
 
-def _torch_forward_step(s, d, h, u, y_pos, rec, s_next, rates, recurrent, norm, gate, sigma, recurrence):
-    """One Euler step from s into s_next, writing h, u = [y]+^2 [a]+, [y]+ (unless None) and R(y) (unless None)."""
+def _torch_forward_step(s, d, h, u, y_pos, rec, s_next, rates, recurrent, norm, gate, sigma, rectified):
+    """One Euler step from s into s_next, writing h, u = [y]+^2 [a]+, [y]+ (unless None) and R(y) (unless None).
+    Computed out of place and copied into the buffers at the end, so that torch.compile can fuse it."""
     n = s.shape[1] // 4
     y, a, b, b0 = s.split(n, 1)
-    if y_pos is None:
-        y_pos = y.relu()
+    y_rect, a_rect = y.relu(), a.relu()
+    if recurrent is None:
+        r = y_rect
     else:
-        torch.clamp_min(y, 0.0, out=y_pos)
-    a_pos = a.relu()
-    if recurrence == "identity":
-        rec = y_pos
-    elif recurrence == "rectified":
-        torch.mm(y, recurrent.T, out=rec).relu_()
-    else:
-        torch.mm(y_pos, recurrent.T, out=rec)
-    torch.mul(b, d[:, :n], out=h[:, :n]).addcmul_(torch.rsub(a_pos.sqrt(), 1.0), rec)
-    torch.addmm((b0 * sigma).square_(), torch.mul(y_pos.square(), a_pos, out=u), norm.T, out=h[:, n : 2 * n])
-    torch.addmm(d[:, n:], s[:, : 2 * n], gate.T, out=h[:, 2 * n :]).sigmoid_()
-    torch.lerp(s, h, rates, out=s_next)  # s + rates * (h - s)
+        r = (y @ recurrent.T).relu() if rectified else y_rect @ recurrent.T
+    u_new = y_rect.square() * a_rect
+    h_new = torch.cat([b * d[:, :n] + (1.0 - a_rect.sqrt()) * r,
+                       (b0 * sigma).square() + u_new @ norm.T,
+                       torch.sigmoid(d[:, n:] + s[:, : 2 * n] @ gate.T)], 1)
+    h.copy_(h_new)
+    u.copy_(u_new)
+    if y_pos is not None:
+        y_pos.copy_(y_rect)
+    if rec is not None:
+        rec.copy_(r)
+    s_next.copy_(torch.lerp(s, h_new, rates))  # s + rates * (h - s)
 
 
 class _Scan(torch.autograd.Function):
     """`organics_scan` with the backward through time written out."""
 
     @staticmethod
-    def forward(ctx, inputs, input_weights, state0, rates, recurrent, norm, gate, sigma, recurrence, rectify, steps):
+    def forward(ctx, inputs, input_weights, state0, rates, recurrent, norm, gate, sigma, rectified, rectify, steps):
         batch, n = state0.shape[0], state0.shape[1] // 4
-        ws = _workspace(inputs.shape[0], batch, n, inputs, recurrence, backward=False)
+        ws = _workspace(inputs.shape[0], batch, n, inputs, recurrent is not None, backward=False)
         drives = _project(inputs, input_weights, rectify, out=ws["drives"])
-        final = _forward(drives, state0, rates, recurrent, norm, gate, sigma, recurrence, steps, ws).clone()
-        ctx.recurrence, ctx.rectify, ctx.ws, ctx.steps = recurrence, rectify, ws, steps
+        final = _forward(drives, state0, rates, recurrent, norm, gate, sigma, rectified, steps, ws).clone()
+        ctx.rectified, ctx.rectify, ctx.ws, ctx.steps = rectified, rectify, ws, steps
         ctx.save_for_backward(inputs, input_weights, rates, recurrent, norm, gate, sigma)
         return final
 
@@ -204,38 +233,40 @@ class _Scan(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad_final):
         inputs, input_weights, rates, recurrent, norm, gate, sigma = ctx.saved_tensors
-        recurrence, fwd = ctx.recurrence, ctx.ws
+        rectified, fwd = ctx.rectified, ctx.ws
         if fwd is None:
             raise RuntimeError("the ORGaNICs engine frees its buffers after a backward; retain_graph is unsupported")
         n = rates.shape[0] // 4
-        bwd = _workspace(inputs.shape[0], grad_final.shape[0], n, inputs, recurrence, backward=True)
+        has_matrix = recurrent is not None
+        bwd = _workspace(inputs.shape[0], grad_final.shape[0], n, inputs, has_matrix, backward=True)
         states, h_all, drives = fwd["states"], fwd["h"], fwd["drives"]
         grad_d, grad_fa = bwd["grad_drives"], bwd["grad_fa"]
         grad_rec = bwd.get("grad_rec")
         u, y_pos = bwd["inputs"]
-        rec_input = y_pos if recurrence == "linear" else None
+        rec_input = y_pos if has_matrix and not rectified else None
         grad_rates = bwd["grad_rates"].zero_()
-        weight_grads = [torch.zeros_like(w) for w in (input_weights, norm, gate, recurrent)]
+        weights = (input_weights, norm, gate) + ((recurrent,) if has_matrix else ())
+        weight_grads = [torch.zeros_like(w) for w in weights]
         grad_inputs = torch.empty_like(inputs) if ctx.needs_input_grad[0] else None
         grad_next = grad_final.contiguous()
         for t in reversed(range(inputs.shape[0])):
             grad, s = bwd["grad"][t % 2], states[t]
             rec = fwd["recs"][t] if "recs" in fwd else None
             ctx.steps.backward(grad_next, s, h_all[t], rec, drives[t], grad, grad_d, grad_rec, grad_fa, grad_rates,
-                               rates, recurrent, norm, gate, sigma, recurrence, bwd["products"], u, rec_input)
+                               rates, recurrent, norm, gate, sigma, rectified, bwd["products"], u, rec_input)
             if ctx.rectify:  # z = [W_zx x]+: no gradient where it is 0
                 _threshold_backward.grad_input(grad_d[:, :n], drives[t, :, :n], 0, grad_input=grad_d[:, :n])
             _accumulate_weight_grads(weight_grads, inputs[t], grad_d, u, grad_fa, s, grad_rec, rec_input, n)
             if grad_inputs is not None:
                 torch.mm(grad_d, input_weights, out=grad_inputs[t])
             grad_next = grad
-        grad_input_weights, grad_norm, grad_gate, grad_recurrent = weight_grads
+        grad_input_weights, grad_norm, grad_gate = weight_grads[:3]
         grads = (
             grad_inputs,
             grad_input_weights,
             grad_next.clone(),
             grad_rates.to(rates.dtype),
-            grad_recurrent if recurrence != "identity" else None,
+            weight_grads[3] if has_matrix else None,
             grad_norm,
             grad_gate,
             None,
@@ -250,55 +281,58 @@ class _Scan(torch.autograd.Function):
 
 
 def _torch_backward_step(grad_next, s, h, rec, d, grad, grad_d, grad_rec, grad_fa, grad_rates, rates, recurrent, norm,
-                         gate, sigma, recurrence, products, u, y_pos_out):
+                         gate, sigma, rectified, products, u, y_pos_out):
     """Gradient through one step: grad of s from grad_next; writes grad_d (drive), grad_rec (R's output, unless None),
     grad_fa (f_a), the step's u = [y]+^2 [a]+ and [y]+ (unless None), and adds into grad_rates; `products` is
-    unused."""
+    unused. Computed out of place and copied into the buffers at the end, so that torch.compile can fuse it."""
     n = s.shape[1] // 4
     y, a, b, b0 = s.split(n, 1)
     grad_rates.add_((grad_next * (h - s)).sum(0))
     gf = grad_next * rates  # gradient with respect to f = h - s
     gf_y, gf_a, gf_g = gf[:, :n], gf[:, n : 2 * n], gf[:, 2 * n :]
-    torch.sub(grad_next, gf, out=grad)
-    grad_fa.copy_(gf_a)
-    pos = s[:, : 2 * n].relu()
-    y_pos, a_pos = pos[:, :n], pos[:, n:]
-    torch.mul(y_pos.square(), a_pos, out=u)
-    if y_pos_out is not None:
-        y_pos_out.copy_(y_pos)
-    sqrt_a = a_pos.sqrt()
-    rec = y_pos if recurrence == "identity" else rec
+    through = grad_next - gf  # the state's own share of s + rates * (h - s)
+    y_rect, a_rect = y.relu(), a.relu()
+    sqrt_a = a_rect.sqrt()
+    r = y_rect if recurrent is None else rec
     # h_y = b z + (1 - sqrt[a]+) R(y)
-    grad[:, 2 * n : 3 * n].addcmul_(gf_y, d[:, :n])
-    torch.mul(gf_y, b, out=grad_d[:, :n])
-    g_rec = torch.addcmul(gf_y, gf_y, sqrt_a, value=-1.0, out=grad_rec)
+    g_rec = gf_y - gf_y * sqrt_a
     # h_a = (b0 sigma)^2 + ([y]+^2 [a]+) W^T; [a]+ also enters h_y through sqrt
     g_u = gf_a @ norm
-    grad[:, 3 * n :].addcmul_(gf_a, b0 * sigma.square() * 2.0)
-    g_a_pos = torch.addcdiv(g_u * y_pos.square(), gf_y * rec, sqrt_a, value=-0.5)
-    if recurrence == "linear":
-        g_y_pos = (g_rec @ recurrent).addcmul_(g_u, y_pos * a_pos, value=2.0)
-    elif recurrence == "identity":
-        g_y_pos = g_rec.addcmul_(g_u, y_pos * a_pos, value=2.0)
+    g_a_rect = g_u * y_rect.square() - 0.5 * (gf_y * r) / sqrt_a
+    g_y_rect = 2.0 * g_u * (y_rect * a_rect)
+    g_y = through[:, :n]
+    if recurrent is None:
+        g_y_rect = g_y_rect + g_rec
+    elif rectified:
+        g_rec = _threshold_backward(g_rec, rec, 0)
+        g_y = g_y + g_rec @ recurrent
     else:
-        _threshold_backward.grad_input(g_rec, rec, 0, grad_input=g_rec)
-        grad[:, :n].addmm_(g_rec, recurrent)
-        g_y_pos = g_u.mul_(y_pos * a_pos).mul_(2.0)
-    grad[:, :n].add_(_threshold_backward(g_y_pos, y, 0))
-    grad[:, n : 2 * n].add_(_threshold_backward(g_a_pos, a, 0))
+        g_y_rect = g_y_rect + g_rec @ recurrent
     # h_g = sigmoid(gate drive + [y, a] G^T)
-    g_gate = _sigmoid_backward.grad_input(gf_g, h[:, 2 * n :], grad_input=grad_d[:, n:])
-    grad[:, : 2 * n].addmm_(g_gate, gate)
+    g_gate = _sigmoid_backward(gf_g, h[:, 2 * n :])
+    g_state = torch.cat([g_y + _threshold_backward(g_y_rect, y, 0),
+                         through[:, n : 2 * n] + _threshold_backward(g_a_rect, a, 0),
+                         through[:, 2 * n : 3 * n] + gf_y * d[:, :n],
+                         through[:, 3 * n :] + gf_a * (b0 * sigma.square() * 2.0)], 1)
+    grad.copy_(g_state)
+    grad[:, : 2 * n].add_(g_gate @ gate)
+    grad_d.copy_(torch.cat([gf_y * b, g_gate], 1))
+    if grad_rec is not None:
+        grad_rec.copy_(g_rec)
+    grad_fa.copy_(gf_a)
+    u.copy_(y_rect.square() * a_rect)
+    if y_pos_out is not None:
+        y_pos_out.copy_(y_rect)
 
 
 def _accumulate_weight_grads(weight_grads, x, grad_d, u, grad_fa, s, grad_rec, rec_input, n) -> None:
-    """Add one step's terms g^T input to the gradients of [input weights, W, G, R] (out = input M^T for each)."""
-    grad_input_weights, grad_norm, grad_gate, grad_recurrent = weight_grads
+    """Add one step's terms g^T input to the gradients of [input weights, W, G] and R if any (out = input M^T)."""
+    grad_input_weights, grad_norm, grad_gate = weight_grads[:3]
     grad_input_weights.addmm_(grad_d.T, x)
     grad_norm.addmm_(grad_fa.T, u)
     grad_gate.addmm_(grad_d[:, n:].T, s[:, : 2 * n])
     if grad_rec is not None:
-        grad_recurrent.addmm_(grad_rec.T, s[:, :n] if rec_input is None else rec_input)
+        weight_grads[3].addmm_(grad_rec.T, s[:, :n] if rec_input is None else rec_input)
 
 
 class _TorchSteps:
@@ -306,3 +340,12 @@ class _TorchSteps:
 
     forward = staticmethod(_torch_forward_step)
     backward = staticmethod(_torch_backward_step)
+
+
+@lru_cache(maxsize=1)
+def compiled_steps() -> _TorchSteps:
+    """The torch steps compiled with torch.compile (one graph per step, recompiled per shape and per R(y) form)."""
+    steps = _TorchSteps()
+    steps.forward = torch.compile(_torch_forward_step, fullgraph=True, dynamic=False)
+    steps.backward = torch.compile(_torch_backward_step, fullgraph=True, dynamic=False)
+    return steps

@@ -6,15 +6,18 @@ same numbers as stepping `SSNCircuit.step`, to rounding:
           elsewhere, or without a C compiler, the torch form;
   "torch": torch operations, any device. The forward pass keeps the voltages and the rates of every step; the
           backward pass walks the steps in reverse with one matmul each, and forms W's gradient at the end with one
-          large matmul over all steps.
+          large matmul over all steps. On CUDA ("auto", where Triton is installed) each step runs compiled
+          (torch.compile), its element-wise work fused around the matmul.
 Nothing clamps u: a diverging network gives inf/NaN, as the loop does.
 """
 from __future__ import annotations
 
+from functools import lru_cache
+
 import torch
 from torch.autograd.function import once_differentiable
 
-from organics_bench.models import ssn_fused
+from organics_bench.models import organics_engine, ssn_fused
 
 ENGINES = ("auto", "torch")
 
@@ -27,8 +30,12 @@ def checked_engine(engine: str) -> str:
 
 
 def backend(tensor: torch.Tensor, engine: str = "auto") -> str:
-    """How the engine runs on this tensor's device and dtype: "cpu-kernels" or "torch"."""
-    return "cpu-kernels" if checked_engine(engine) == "auto" and ssn_fused.available(tensor) else "torch"
+    """How the engine runs on this tensor's device and dtype: "cpu-kernels", "compiled" (CUDA) or "torch"."""
+    if checked_engine(engine) == "torch":
+        return "torch"
+    if ssn_fused.available(tensor):
+        return "cpu-kernels"
+    return "compiled" if tensor.is_cuda and organics_engine.can_compile() else "torch"
 
 
 def ssn_scan(drives: torch.Tensor, state0: torch.Tensor, weights: torch.Tensor, dt_tau: torch.Tensor, k: float,
@@ -40,47 +47,76 @@ def ssn_scan(drives: torch.Tensor, state0: torch.Tensor, weights: torch.Tensor, 
         dt_tau: (n,) fixed rates r. k, power: the rate nonlinearity phi(u) = k [u]+^power (power >= 1).
         engine: "auto" or "torch" (module docstring).
     """
-    if backend(drives, engine) == "cpu-kernels":
+    name = backend(drives, engine)
+    if name == "cpu-kernels":
         return ssn_fused.fused_scan(drives, drives.shape[0], state0, weights, dt_tau, k, power)
-    return _torch_scan(drives, state0, weights, dt_tau, k, power)
+    return _torch_scan(drives, state0, weights, dt_tau, k, power, _steps(name))
 
 
 def ssn_settle(drive: torch.Tensor, steps: int, state0: torch.Tensor, weights: torch.Tensor, dt_tau: torch.Tensor,
                k: float, power: float, engine: str = "auto") -> torch.Tensor:
     """Final voltages after `steps` Euler steps under a constant drive (batch, n); otherwise as `ssn_scan`."""
-    if backend(drive, engine) == "cpu-kernels":
+    name = backend(drive, engine)
+    if name == "cpu-kernels":
         return ssn_fused.fused_scan(drive, steps, state0, weights, dt_tau, k, power)
-    return _torch_scan(drive.expand(steps, *drive.shape), state0, weights, dt_tau, k, power)
+    return _torch_scan(drive.expand(steps, *drive.shape), state0, weights, dt_tau, k, power, _steps(name))
 
 
-def _torch_scan(drives, state0, weights, dt_tau, k, power):
+def _torch_scan(drives, state0, weights, dt_tau, k, power, steps):
     """The torch form; a stride-0 time axis, for a constant drive, is fine."""
     if torch.is_grad_enabled() and any(t.requires_grad for t in (drives, state0, weights)):
-        return _SSNScan.apply(drives, state0, weights, dt_tau, k, power)
-    u, phi, tmp = state0.clone(), torch.empty_like(state0), torch.empty_like(state0)
+        return _SSNScan.apply(drives, state0, weights, dt_tau, k, power, steps)
+    u, phi = state0.clone(), torch.empty_like(state0)
     for h in drives:
-        _step(u, h, phi, tmp, u, weights, dt_tau, k, power)
+        steps.forward(u, h, phi, u, weights, dt_tau, k, power)
     return u
 
 
-def _step(u, h, phi_out, tmp, u_next, weights, dt_tau, k, power) -> None:
+def _forward_step(u, h, phi_out, u_next, weights, dt_tau, k, power) -> None:
     """u_next = u + r (-u + phi(u) W^T + h), writing phi(u) into phi_out; u_next may be u."""
-    torch.clamp_min(u, 0.0, out=phi_out).pow_(power).mul_(k)
-    torch.mm(phi_out, weights.T, out=tmp).add_(h).sub_(u)
-    torch.addcmul(u, tmp, dt_tau, out=u_next)
+    phi = u.clamp_min(0.0).pow(power) * k
+    phi_out.copy_(phi)
+    u_next.copy_(torch.addcmul(u, phi @ weights.T + h - u, dt_tau))
+
+
+def _backward_step(grad, u, grad_drive, weights, dt_tau, k, power) -> None:
+    """Through one step: grad (dL/du_{t+1} in, dL/du_t out) and grad_drive = dL/dh_t = dL/du_{t+1} r."""
+    gf = grad * dt_tau
+    slope = torch.where(u > 0, u.pow(power - 1) * (k * power), 0.0)  # phi'(u)
+    grad_drive.copy_(gf)
+    grad.copy_(grad - gf + (gf @ weights) * slope)
+
+
+class _TorchSteps:
+    """Steps written as torch operations: any device."""
+
+    forward = staticmethod(_forward_step)
+    backward = staticmethod(_backward_step)
+
+
+@lru_cache(maxsize=1)
+def compiled_steps() -> _TorchSteps:
+    """The torch steps compiled with torch.compile (one graph per step, recompiled per shape)."""
+    steps = _TorchSteps()
+    steps.forward = torch.compile(_forward_step, fullgraph=True, dynamic=False)
+    steps.backward = torch.compile(_backward_step, fullgraph=True, dynamic=False)
+    return steps
+
+
+def _steps(name: str) -> _TorchSteps:
+    return compiled_steps() if name == "compiled" else _TorchSteps()
 
 
 class _SSNScan(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, drives, state0, weights, dt_tau, k, power):
-        steps = drives.shape[0]
-        states = state0.new_empty(steps + 1, *state0.shape)
-        phis = state0.new_empty(steps, *state0.shape)
-        tmp = torch.empty_like(state0)
+    def forward(ctx, drives, state0, weights, dt_tau, k, power, steps):
+        n_steps = drives.shape[0]
+        states = state0.new_empty(n_steps + 1, *state0.shape)
+        phis = state0.new_empty(n_steps, *state0.shape)
         states[0] = state0
-        for t in range(steps):
-            _step(states[t], drives[t], phis[t], tmp, states[t + 1], weights, dt_tau, k, power)
-        ctx.k, ctx.power = k, power
+        for t in range(n_steps):
+            steps.forward(states[t], drives[t], phis[t], states[t + 1], weights, dt_tau, k, power)
+        ctx.k, ctx.power, ctx.steps = k, power, steps
         ctx.save_for_backward(states, phis, weights, dt_tau)
         return states[-1].clone()
 
@@ -88,13 +124,9 @@ class _SSNScan(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad_final):
         states, phis, weights, dt_tau = ctx.saved_tensors
-        k, power = ctx.k, ctx.power
         grad_drives = torch.empty_like(phis)
         grad = grad_final.contiguous().clone()
         for t in reversed(range(phis.shape[0])):
-            gf = torch.mul(grad, dt_tau, out=grad_drives[t])  # dL/dh_t = dL/du_{t+1} r
-            u = states[t]
-            slope = torch.where(u > 0, u.pow(power - 1) * (k * power), 0.0)  # phi'(u)
-            grad.sub_(gf).addcmul_(gf @ weights, slope)
+            ctx.steps.backward(grad, states[t], grad_drives[t], weights, dt_tau, ctx.k, ctx.power)
         grad_weights = grad_drives.reshape(-1, grad.shape[-1]).T @ phis.reshape(-1, grad.shape[-1])
-        return grad_drives, grad, grad_weights, None, None, None
+        return grad_drives, grad, grad_weights, None, None, None, None
