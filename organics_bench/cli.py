@@ -21,9 +21,9 @@ from omegaconf import DictConfig
 
 from organics_bench.config_checks import validate
 from organics_bench.errors import UserError
-from organics_bench.io import copy_atomic, write_json_atomic
+from organics_bench.io import write_json_atomic
 from organics_bench.training import run_dir
-from organics_bench.training.records import job_config
+from organics_bench.training.records import job_config, provenance, publish_theory
 
 CHOICE_GROUPS = ("model", "task", "trainer", "optimizer", "scheduler", "logger", "paths", "debug", "diagnostics",
                  "experiment", "leaderboard")
@@ -109,18 +109,12 @@ def _check_writable(directory: Path) -> None:
 def run_theory(cfg: DictConfig) -> dict:
     """A theory experiment: its module writes <name>.json and <name>.png, copied to results/theory/<name>/ with a
     provenance.json (command, seed, git revision, hardware) when `publish=true`."""
-    from organics_bench.training.records import environment, git_revision
-
     hydra_cfg = HydraConfig.get()
     out_dir = Path(hydra_cfg.runtime.output_dir)
     summary = instantiate(cfg.theory, out_dir=out_dir, smoke=cfg.smoke, seed=cfg.seed)
-    write_json_atomic({"command": " ".join(["organics-bench", *hydra_cfg.overrides.task]), "seed": cfg.seed,
-                       "git_revision": git_revision(Path(__file__).resolve().parent), "env": environment("cpu")},
-                      out_dir / "provenance.json")
+    write_json_atomic({**provenance(hydra_cfg.overrides.task, "cpu"), "seed": cfg.seed}, out_dir / "provenance.json")
     if cfg.publish and cfg.paths.results_dir:
-        target = Path(cfg.paths.results_dir) / "theory" / cfg.experiment_name.removeprefix("theory_")
-        for produced in sorted(out_dir.glob("*.json")) + sorted(out_dir.glob("*.png")):
-            copy_atomic(produced, target / produced.name)
+        target = publish_theory(out_dir, Path(cfg.paths.results_dir), cfg.experiment_name.removeprefix("theory_"))
         print(f"results: {target}")
     return summary
 

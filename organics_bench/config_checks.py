@@ -118,6 +118,10 @@ def validate(cfg: DictConfig, model_name: str | None) -> None:
 
     for section, settings in (("trainer", TrainerSettings), ("diagnostics", DiagnosticsSettings)):
         _check_known_keys(section, cfg[section], {f.name for f in fields(settings)})
+    if cfg.mode == "theory":
+        from organics_bench.theory.settings import from_config
+
+        construct("theory", lambda: from_config(cfg.theory))
     if cfg.mode != "train":
         return
     for section in ("task", "model"):

@@ -1,17 +1,57 @@
-"""Diagnostics: autograd Jacobians against finite differences and the paper's closed form, gradient flow, and the
-files a training run writes."""
+"""Diagnostics: which models the contracts (models/base.py) classify as what, autograd Jacobians against finite
+differences and closed forms, gradient flow, and the files a training run writes."""
 import json
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from organics_bench.diagnostics.dynamics import gradient_flow, probe_spectra, state_jacobians
+from organics_bench.diagnostics.runner import Diagnostics
 from organics_bench.diagnostics.steady_state import steady_state_spectra
+from organics_bench.models.base import HasSteadyState, HasVectorField
+from organics_bench.models.conv import CNN, ConvOrganics
+from organics_bench.models.linear_readout import AutoencoderLinear
 from organics_bench.models.organics import Organics
 from organics_bench.models.organics_static import OrganicsStatic
-from organics_bench.models.rnn import LSTM
-from organics_bench.models.ssn import SSN
+from organics_bench.models.rnn import GRU, LSTM, TanhRNN
+from organics_bench.models.ssn import SSN, SSNStatic
+from organics_bench.models.stable_rnns import AntisymmetricRNN, CoRNN, LipschitzRNN
 from tests.helpers import run_cli, smoke_overrides
+
+# model -> (has a continuous-time vector field, has steady states): what each contract should say of it
+CONTRACTS = {
+    lambda: Organics(2, 10, 4): (True, False),
+    lambda: SSN(2, 10, 3, 3): (True, False),
+    lambda: LipschitzRNN(2, 10, 4): (True, False),
+    lambda: AntisymmetricRNN(2, 10, 4): (True, False),
+    lambda: CoRNN(2, 10, 4): (False, False),  # an IMEX step, not state + field
+    lambda: LSTM(2, 10, 4): (False, False),
+    lambda: GRU(2, 10, 4): (False, False),
+    lambda: TanhRNN(2, 10, 4): (False, False),
+    lambda: OrganicsStatic(784, 10, [6, 4], "bounded"): (False, True),
+    lambda: SSNStatic(784, 10, 3, 3): (False, True),
+    lambda: ConvOrganics((1, 8, 8), 10, [2]): (False, False),  # closed form per position, no layer states
+    lambda: CNN((1, 8, 8), 10, [2]): (False, False),
+    lambda: AutoencoderLinear(784, 10): (False, False),
+}
+
+
+@pytest.mark.parametrize("make,expected", CONTRACTS.items())
+def test_the_contracts_classify_every_model(make, expected):
+    model = make()
+    continuous, steady = expected
+    assert (isinstance(model, HasVectorField), isinstance(model, HasSteadyState)) == expected
+    assert Diagnostics.applies_to(model) == (model.kind == "sequence" or steady)
+    if continuous:
+        state, x = model.initial_state(3), torch.rand(3, 2)
+        assert model.vector_field(state, x).shape == state.shape
+    if steady:
+        assert model.time_unit_ms == 2.0
+        found = model.layer_steady_states(torch.rand(3, 784))
+        assert [f.state.shape[0] for f in found] == [3] * len(found)
+        for f in found:
+            assert f.vector_field(f.state, f.drive).shape == f.state.shape and f.residual.shape == (3,)
 
 
 def finite_difference_jacobian(fn, state: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
@@ -30,7 +70,7 @@ def test_autograd_jacobian_matches_finite_differences(make):
     state = model.initial_state(2).clone() + 0.1 * torch.rand(2, model.initial_state(1).shape[-1]).double()
     x = torch.rand(2, 3, dtype=torch.float64)
     jac = state_jacobians(model, state, x)
-    field = model.vector_field if hasattr(model, "vector_field") else lambda s, x: model.step(x, s)
+    field = model.vector_field if isinstance(model, HasVectorField) else lambda s, x: model.step(x, s)
     for row in range(2):
         expected = finite_difference_jacobian(lambda s: field(s[None], x[row][None])[0], state[row])
         torch.testing.assert_close(jac[row], expected, atol=1e-7, rtol=1e-6)
@@ -51,7 +91,7 @@ def test_jacobian_at_the_normalization_fixed_point_is_the_papers_closed_form():
     y_s = b * x[0] / a_s.sqrt()
     state = torch.cat([y_s, a_s, b, b0])[None]
     assert model.vector_field(state, x)[0, : 2 * n].abs().max() < 1e-12  # a true fixed point of (y, a)
-    rates = model.rates().detach()
+    rates = model.rates().detach()  # dt/tau
     inv_tau_y, inv_tau_a = torch.diag(rates[:n]), torch.diag(rates[n : 2 * n])
     closed = torch.cat([
         torch.cat([-inv_tau_y @ torch.diag(a_s.sqrt()), -inv_tau_y @ torch.diag(y_s / (2 * a_s.sqrt()))], 1),
@@ -99,6 +139,42 @@ def test_static_model_steady_state_spectra_are_stable_at_init():
     assert [layer["units"] for layer in spectra["layers"]] == [12, 6]
     assert spectra["stable"] and spectra["worst"] < 0
     assert all(layer["max_residual"] < 1e-4 for layer in spectra["layers"])
+
+
+def test_static_ssn_steady_state_spectra_are_those_of_the_analytic_jacobian():
+    """J = T^-1 (-I + W diag(k p [u]+^(p-1))) at the settled voltages, tau in units of dt = 2 ms."""
+    torch.manual_seed(6)
+    model = SSNStatic(784, 10, 8, 6, steps=400, input_scale=2.0).double()
+    images = torch.rand(5, 1, 28, 28, dtype=torch.float64)
+    spectra = steady_state_spectra(model, images)
+    (found,) = model.layer_steady_states(images)
+    c = model.circuit
+    slope = c.k * c.power * F.relu(found.state) ** (c.power - 1)
+    jac = c.dt_tau[:, None] * (-torch.eye(14, dtype=torch.float64) + c.weights().detach() * slope[:, None, :]) / 2.0
+    eig = torch.linalg.eigvals(jac)
+    (layer,) = spectra["layers"]
+    assert layer["units"] == 14 and spectra["time_unit_ms"] == 2.0 and layer["nonfinite_inputs"] == 0
+    torch.testing.assert_close(torch.tensor(layer["per_input"], dtype=torch.float64), eig.real.amax(-1))
+    torch.testing.assert_close(torch.tensor(layer["eigenvalues"]["re"], dtype=torch.float64).sort().values,
+                               eig[0].real.sort().values)
+    assert layer["max_residual"] < 1e-6 and spectra["stable"] and -0.1 < spectra["worst"] < 0
+
+
+def test_static_ssn_run_gets_steady_state_spectra(tmp_path):
+    run_dir = tmp_path / "run"
+    result = run_cli(*smoke_overrides("ssn_static", "mnist", tmp_path / "data"), f"hydra.run.dir={run_dir}",
+                     cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in (run_dir / "spectra").iterdir()) == [
+        "step_000000.json", "step_000001.json", "step_000002.json"]
+    spectra = json.loads((run_dir / "spectra" / "step_000002.json").read_text())
+    assert spectra["kind"] == "steady_state" and [layer["units"] for layer in spectra["layers"]] == [100]
+    assert len(spectra["layers"][0]["per_input"]) == 2 and len(spectra["layers"][0]["eigenvalues"]["re"]) == 100
+    final = json.loads((run_dir / "steady_state_spectra.json").read_text())
+    assert len(final["layers"][0]["per_input"]) == 16 and isinstance(final["worst"], float)
+    assert not (run_dir / "gradient_flow").exists()
+    for figure in ("spectra", "steady_state_spectra"):
+        assert (run_dir / "figures" / f"{figure}.png").stat().st_size > 10_000
 
 
 def test_training_run_writes_spectra_gradient_flow_and_figures(tmp_path):

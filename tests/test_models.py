@@ -1,11 +1,15 @@
-"""The ORGaNICs cell against the paper's equations, the LSTM step against nn.LSTM, and parameter counts."""
+"""The ORGaNICs cell against the paper's equations, the LSTM step against nn.LSTM, parameter counts, and the
+normalization weights and closed-form fixed point shared with the static models (`organics_bench.equations`)."""
 import pytest
 import torch
 import torch.nn.functional as F
 
+from organics_bench.equations import initial_log_normalization, normalization_weights
 from organics_bench.models.base import DynamicalModel, count_trainable
-from organics_bench.models.rnn import GRU, LSTM, TanhRNN
+from organics_bench.models.conv import EPS, ConvOrganicsLayer
 from organics_bench.models.organics import RECURRENCES, Organics
+from organics_bench.models.organics_static import FixedPointLayer
+from organics_bench.models.rnn import GRU, LSTM, TanhRNN
 
 
 def spec_euler_step(m: Organics, x: torch.Tensor, y, a, b, b0):
@@ -99,3 +103,56 @@ def test_written_out_step_matches_fused_kernel(cls):
 def test_baseline_parameter_counts():
     assert count_trainable(GRU(1, 10, 128)) == 51_594
     assert count_trainable(TanhRNN(1, 10, 128)) == 18_058
+
+
+def test_every_model_draws_the_normalization_weights_alike_and_seeds_give_the_same_numbers():
+    """L of W = exp(L): off-diagonal U(-1, 0), diagonal 0, drawn where each model always drew it (pinned at seed 0)."""
+    torch.manual_seed(0)
+    torch.testing.assert_close(initial_log_normalization(3), torch.tensor(
+        [[0.0, -0.231778, -0.911523], [-0.867970, 0.0, -0.365921], [-0.509907, -0.103555, 0.0]]), atol=1e-6, rtol=0)
+    pinned = {
+        lambda: Organics(2, 10, 3): [[0.0, -0.794401, -0.406828], [-0.887653, 0.0, -0.758292],
+                                     [-0.273763, -0.298920, 0.0]],
+        lambda: FixedPointLayer(2, 3): [[0.0, -0.717731, -0.318391], [-0.084806, 0.0, -0.125844],
+                                        [-0.580592, -0.447093, 0.0]],
+        lambda: ConvOrganicsLayer(1, 3): [[0.0, -0.846543, -0.758292], [-0.273763, 0.0, -0.796176],
+                                          [-0.348946, -0.225514, 0.0]],
+    }
+    for build, expected in pinned.items():
+        torch.manual_seed(0)
+        torch.testing.assert_close(build().log_W.detach(), torch.tensor(expected), atol=1e-6, rtol=0)
+    L = torch.tensor([[0.0, 0.5], [-2.0, 0.0]])
+    torch.testing.assert_close(normalization_weights(L), torch.tensor([[1.0, 1.648721], [0.135335, 1.0]]))
+    torch.testing.assert_close(normalization_weights(L, clamp=True), torch.tensor([[1.0, 1.0], [0.135335, 1.0]]))
+    m = Organics(1, 10, 2, clamp_normalization=True)
+    with torch.no_grad():
+        m.log_W.copy_(L)
+    torch.testing.assert_close(m.normalization_matrix(), torch.tensor([[1.0, 1.0], [0.135335, 1.0]]))
+
+
+def test_the_convolutional_layer_is_the_fixed_point_of_its_pooled_circuit():
+    """y = b z / sqrt(a), a = (sigma b0)^2 + P(W (b z)^2) + eps with P a 3x3 mean over positions, is where
+    dy/dt = -y + b z + (1 - sqrt(a)) y and da/dt = -a + (sigma b0)^2 + P(W (y^2 a)) + eps vanish."""
+    torch.manual_seed(7)
+    layer = ConvOrganicsLayer(2, 3, sigma=0.5).double()
+    with torch.no_grad():
+        layer.beta.normal_()
+        layer.log_W.add_(0.3 * torch.randn_like(layer.log_W))
+    x = torch.randn(2, 2, 5, 6, dtype=torch.float64)
+    y, a = layer.fixed_point(x)
+    drive = torch.sigmoid(layer.conv_b(x)) * layer.conv_z(x)
+    floor = (0.5 * torch.sigmoid(layer.beta)).square()[None, :, None, None]
+
+    def window_sum(t: torch.Tensor) -> torch.Tensor:
+        padded = F.pad(t, (1, 1, 1, 1))
+        return sum(padded[..., i : i + 5, j : j + 6] for i in range(3) for j in range(3))
+
+    def pool(v: torch.Tensor) -> torch.Tensor:
+        mixed = torch.einsum("oc,bchw->bohw", torch.exp(layer.log_W), v)
+        return window_sum(mixed) / window_sum(torch.ones_like(mixed))  # the mean over the in-image neighbours
+
+    dy = -y + drive + (1 - a.sqrt()) * y
+    da = -a + floor + pool(y.square() * a) + EPS
+    assert drive.abs().max() > 0.1
+    assert dy.abs().max() < 1e-12 and da.abs().max() < 1e-12
+    torch.testing.assert_close(layer(x), F.relu(y).square())

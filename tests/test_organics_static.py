@@ -3,9 +3,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from organics_bench.equations import closed_form_fixed_point
 from organics_bench.models.base import count_trainable
-from organics_bench.models.organics_static import (RECURRENCES, FixedPointLayer, OrganicsStatic,
-                                                   closed_form_fixed_point)
+from organics_bench.models.organics_static import RECURRENCES, FixedPointLayer, OrganicsStatic
 
 
 def spec_rhs(y, a, drive, floor, W, W_r):
@@ -61,15 +61,14 @@ def test_steady_state_is_a_fixed_point_of_the_ode(recurrence):
     torch.manual_seed(1)
     model = random_model(recurrence, iterations=30)
     x = torch.rand(16, 1, 28, 28, dtype=torch.float64)
-    state, residual = model.steady_state(x)
-    assert state.shape == (16, 2 * (12 + 8)) and residual.shape == (16,)
-    assert residual.max() < 1e-5
     per_layer = model.layer_steady_states(x)
-    assert [s.state.shape[-1] for s in per_layer] == [24, 16]
-    for found in per_layer:
-        assert found.residual.max() < 1e-5
+    assert [s.state.shape for s in per_layer] == [(16, 24), (16, 16)] and [s.units for s in per_layer] == [12, 8]
+    for layer, found in zip(model.layers, per_layer):
+        assert found.residual.shape == (16,) and found.residual.max() < 1e-5
         assert found.drive.abs().max() > 0.1  # a fixed point of a real drive, not of zero input
-    torch.testing.assert_close(torch.cat([s.state for s in per_layer], -1), state)
+        torch.testing.assert_close(found.residual, layer.vector_field(found.state, found.drive).norm(dim=-1))
+    logits = model.readout_layer(model.layers[-1].firing_rate(per_layer[-1].state))
+    torch.testing.assert_close(logits, model(x))  # the fixed points the forward passes through
 
 
 def test_official_diag_a_is_not_a_fixed_point():
@@ -78,8 +77,8 @@ def test_official_diag_a_is_not_a_fixed_point():
                                                                               official_diag_a=True)
     official.load_state_dict(faithful.state_dict())
     x = torch.rand(16, 784, dtype=torch.float64)
-    assert faithful.steady_state(x)[1].max() < 1e-5
-    assert official.steady_state(x)[1].min() > 1e-3
+    assert max(found.residual.max() for found in faithful.layer_steady_states(x)) < 1e-5
+    assert official.layer_steady_states(x)[0].residual.min() > 1e-3
     assert (official(x) - faithful(x)).abs().max() > 1e-3
 
 
@@ -113,7 +112,7 @@ def test_bounded_recurrence_starts_at_identity_and_stays_bounded():
     layer = FixedPointLayer(5, 8, "bounded").double()
     torch.testing.assert_close(layer.recurrent_matrix(), torch.eye(8, dtype=torch.float64))
     drive = layer.drive(torch.randn(4, 5, dtype=torch.float64))
-    closed = torch.cat(closed_form_fixed_point(drive, layer.floor(), torch.exp(layer.log_W)), -1)
+    closed = torch.cat(closed_form_fixed_point(drive, layer.floor(), torch.exp(layer.log_W), layer.eps), -1)
     torch.testing.assert_close(layer.solve(drive), closed)  # Algorithm 1 with W_r = I is the closed form
     randomize(layer)
     assert torch.linalg.matrix_norm(layer.recurrent_matrix(), ord=2).item() == pytest.approx(1.0, abs=1e-12)
@@ -149,5 +148,5 @@ def test_images_and_vectors_give_the_same_logits_and_the_loss_is_ce_plus_mse():
     expected = F.cross_entropy(logits, labels) + F.mse_loss(reconstruction, images.reshape(3, 784))
     torch.testing.assert_close(loss, expected)
     torch.testing.assert_close(loss_logits, logits)
-    state, residual = model.steady_state(images)
-    assert state.shape == (3, 100) and residual.shape == (3,)
+    (found,) = model.layer_steady_states(images)
+    assert found.state.shape == (3, 100) and found.residual.shape == (3,)

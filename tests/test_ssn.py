@@ -89,12 +89,15 @@ def test_static_steady_state_of_a_weakly_driven_net_is_a_fixed_point():
     torch.manual_seed(4)
     m = SSNStatic(784, 10, 20, 20, steps=400, input_scale=2.0).double()
     images = torch.rand(8, 1, 28, 28, dtype=torch.float64)
-    u, residual = m.steady_state(images)
-    assert u.shape == (8, 40) and residual.shape == (8,)
+    (found,) = m.layer_steady_states(images)
+    u, residual = found.state, found.residual
+    assert u.shape == (8, 40) and residual.shape == (8,) and found.units == 40
     assert residual.max() < 1e-6
-    assert m.circuit.excitatory_rates(u).max() > 0.01  # settled with neurons active, not at rest
+    assert m.circuit.excitatory_firing_rate(u).max() > 0.01  # settled with neurons active, not at rest
+    torch.testing.assert_close(m.rate_readout(u), m(images))  # the state the forward reads out
+    torch.testing.assert_close(found.vector_field(u, found.drive), m.circuit.step(u, found.drive) - u)
     m.steps = 20
-    assert m.steady_state(images)[1].min() > 1e-3  # the residual tells an unsettled state apart
+    assert m.layer_steady_states(images)[0].residual.min() > 1e-3  # the residual tells an unsettled state apart
 
 
 def test_static_model_takes_images_and_vectors():
@@ -113,6 +116,6 @@ def test_a_strongly_excitatory_ssn_diverges_and_nothing_hides_it():
     assert torch.isfinite(static(images)).all() and torch.isfinite(sequence(pixels)).all()
     strongly_excitatory(static)
     strongly_excitatory(sequence)
-    assert not torch.isfinite(static.steady_state(images)[0]).all()
+    assert not torch.isfinite(static.layer_steady_states(images)[0].state).all()
     assert not torch.isfinite(static.loss(images, torch.zeros(4, dtype=torch.long))[0])
     assert not torch.isfinite(sequence.run_steps(pixels)).all()

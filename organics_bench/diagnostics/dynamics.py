@@ -1,8 +1,9 @@
-"""Stability diagnostics written once against the `DynamicalModel` protocol (models/base.py).
+"""Stability diagnostics of sequence models, written once against `DynamicalModel` and `HasVectorField`
+(models/base.py).
 
 - Jacobian spectra along the trajectory of a probe input: of the continuous-time vector field where the model has
-  one (ORGaNICs, SSN: stable iff every Re(lambda) < 0), else of the discrete step map (LSTM, GRU, RNN: stable iff
-  every |lambda| < 1).
+  one (`HasVectorField`: ORGaNICs, SSN: stable iff every Re(lambda) < 0), else of the discrete step map (LSTM, GRU,
+  RNN: stable iff every |lambda| < 1).
 - Gradient flow through time: ||dL/d state_t|| for every step t, which shows vanishing or exploding gradients.
 - Trajectories: every unit's state over time for one probe input.
 """
@@ -14,17 +15,12 @@ import torch
 import torch.nn.functional as F
 from torch.func import jacrev, vmap
 
-from organics_bench.models.base import DynamicalModel
-
-
-def is_continuous(model: DynamicalModel) -> bool:
-    """True when the model has a continuous-time vector field (its stability is Re(lambda) < 0)."""
-    return hasattr(model, "vector_field")
+from organics_bench.models.base import DynamicalModel, HasVectorField
 
 
 def state_jacobians(model: DynamicalModel, states: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
     """Jacobians (batch, d, d) of the vector field (or the step map) w.r.t. the state, one per (state, input) row."""
-    field = model.vector_field if is_continuous(model) else lambda state, x: model.step(x, state)
+    field = model.vector_field if isinstance(model, HasVectorField) else lambda state, x: model.step(x, state)
 
     def single(state: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         return field(state[None], x[None])[0]
@@ -51,7 +47,7 @@ def probe_spectra(model: DynamicalModel, x: torch.Tensor, fractions: list[float]
     spectral radius for discrete maps) and all eigenvalues of the first probe input; non-finite values are counted
     and left out.
     """
-    continuous = is_continuous(model)
+    continuous = isinstance(model, HasVectorField)
     states = trajectory(model, x)
     steps = x.shape[1]
     result = {"kind": "continuous" if continuous else "discrete",

@@ -26,7 +26,7 @@ def plot_spectra(spectra: list[dict], path: Path) -> Path:
     left.set_xlabel("training step")
     left.set_ylabel({"continuous": "max Re(λ) of the vector field's Jacobian (1/step)",
                      "discrete": "spectral radius of the step map's Jacobian",
-                     "steady_state": "max Re(λ) at the steady state (1/ms, τ = 2 ms)"}[kind])
+                     "steady_state": "max Re(λ) at the steady state (1/ms)"}[kind])
     left.set_title("worst over probe inputs")
     left.legend(fontsize=8)
     left.grid(alpha=0.3)
@@ -80,7 +80,7 @@ def plot_steady_state_histogram(spectra: dict, path: Path) -> Path:
     for index, layer in enumerate(spectra["layers"]):
         ax.hist(layer["per_input"], bins=40, alpha=0.6, label=f"layer {index + 1} ({layer['units']} units)")
     ax.axvline(0.0, color="k", lw=1, ls="--", label="stability boundary")
-    ax.set_xlabel(f"max Re(λ) of the Jacobian at the steady state (1/ms, τ = {spectra['tau_ms']:g} ms)")
+    ax.set_xlabel(f"max Re(λ) of the Jacobian at the steady state (1/ms; time unit {spectra['time_unit_ms']:g} ms)")
     ax.set_ylabel("test inputs")
     ax.set_title(f"trained model: all {sum(len(l['per_input']) for l in spectra['layers'])} layer-input pairs "
                  f"{'stable' if spectra['stable'] else 'NOT all stable'}")

@@ -2,8 +2,9 @@
 
 Every `every_n_steps` optimizer steps (and before the first and after the last), for sequence models: Jacobian
 spectra along the probe trajectory -> spectra/step_XXXXXX.json and gradient flow through time ->
-gradient_flow/step_XXXXXX.json; for static fixed-point models: the spectra at each layer's steady state. All go to
-wandb too; at the end, figures/{spectra,gradient_flow,trajectories}.png (sequence) or figures/spectra.png and
+gradient_flow/step_XXXXXX.json; for static models with steady states (`HasSteadyState`: the ORGaNICs fixed-point
+layers, the static SSN): the spectra at each layer's steady state. All go to wandb too; at the end,
+figures/{spectra,gradient_flow,trajectories}.png (sequence) or figures/spectra.png and
 steady_state_spectra.{json,png} over `final_inputs` test inputs (static; paper Figs. 6 and 5).
 """
 from __future__ import annotations
@@ -18,9 +19,9 @@ import torch
 from organics_bench.diagnostics.dynamics import gradient_flow, probe_spectra, trajectory
 from organics_bench.diagnostics.plots import (plot_gradient_flow, plot_spectra, plot_steady_state_histogram,
                                               plot_trajectories)
-from organics_bench.diagnostics.steady_state import has_steady_state_layers, steady_state_spectra
+from organics_bench.diagnostics.steady_state import steady_state_spectra
 from organics_bench.io import write_json_atomic
-from organics_bench.models.base import DynamicalModel
+from organics_bench.models.base import DynamicalModel, HasSteadyState
 from organics_bench.tasks.base import Split
 
 if TYPE_CHECKING:  # the trainer passes its sink in; importing training here would make a cycle
@@ -52,16 +53,16 @@ class Diagnostics:
 
     @staticmethod
     def applies_to(model: torch.nn.Module) -> bool:
-        return isinstance(model, DynamicalModel) or has_steady_state_layers(model)
+        return isinstance(model, (DynamicalModel, HasSteadyState))
 
     def due(self, global_step: int) -> bool:
         return self.settings.enabled and global_step % self.settings.every_n_steps == 0
 
-    def measure(self, model: DynamicalModel, global_step: int, epoch: int) -> None:
+    def measure(self, model: DynamicalModel | HasSteadyState, global_step: int, epoch: int) -> None:
         """Spectra and gradient flow now; results saved and logged."""
         was_training = model.training
         model.eval()
-        if has_steady_state_layers(model):
+        if isinstance(model, HasSteadyState):
             spectra = steady_state_spectra(model, self.probe_x)
             scalars = {f"spectral/max_real_layer{i + 1}": layer["worst"] for i, layer in enumerate(spectra["layers"])}
         else:
@@ -93,7 +94,7 @@ class Diagnostics:
             plot_spectra(self.spectra, figures / "spectra.png")
         if self.flows:
             plot_gradient_flow(self.flows, figures / "gradient_flow.png")
-        if has_steady_state_layers(model):
+        if isinstance(model, HasSteadyState):
             model.eval()
             final = steady_state_spectra(model, test.x[: self.settings.final_inputs])
             write_json_atomic(final, self.run_dir / "steady_state_spectra.json")

@@ -1,7 +1,9 @@
-"""Spectra at the steady state of static fixed-point models (paper Figs. 5 and 6).
+"""Spectra at the steady states of static models (paper Figs. 5 and 6), written once against `HasSteadyState`
+(models/base.py).
 
-For every layer and input: the Jacobian of the continuous-time main ORGaNICs ODE (tau_y = tau_a = `tau`, the
-paper's 2 ms) at the layer's fixed point, by autograd; its max Re(lambda) < 0 means the point is stable.
+For every layer and input: the Jacobian, by autograd, of the layer's continuous-time vector field at the fixed point
+the forward computed, in 1/ms (ORGaNICs: the main model with tau_y = tau_a = 2 ms, as the paper; static SSN: the E-I
+network at dt = 2 ms); its max Re(lambda) < 0 means the point is stable.
 """
 from __future__ import annotations
 
@@ -10,25 +12,20 @@ import math
 import torch
 from torch.func import jacrev, vmap
 
-
-def has_steady_state_layers(model: torch.nn.Module) -> bool:
-    return hasattr(model, "layer_steady_states")
+from organics_bench.models.base import HasSteadyState, LayerSteadyState
 
 
 @torch.no_grad()
-def steady_state_spectra(model: torch.nn.Module, x: torch.Tensor, tau: float = 2.0) -> dict:
-    """Per layer: max Re(lambda) per input (units 1/ms with tau in ms), the worst, and the residuals."""
+def steady_state_spectra(model: HasSteadyState, x: torch.Tensor) -> dict:
+    """Per layer: max Re(lambda) per input (1/ms), the worst, the eigenvalues of the first input and the residuals."""
     layers = []
-    for layer, found in zip(model.layers, model.layer_steady_states(x)):
-        def field(state: torch.Tensor, drive: torch.Tensor, layer=layer) -> torch.Tensor:
-            return layer.vector_field(state[None], drive[None])[0] / tau
-
-        jac = vmap(jacrev(field))(found.state, found.drive).double().cpu()
+    for found in model.layer_steady_states(x):
+        jac = _jacobians(found, model.time_unit_ms).double().cpu()
         finite = torch.isfinite(jac).flatten(1).all(1)
         eig = torch.linalg.eigvals(jac[finite])
         per_input = eig.real.max(-1).values
         layers.append({
-            "units": layer.n_units,
+            "units": found.units,
             "per_input": per_input.tolist(),
             "worst": per_input.max().item() if len(per_input) else math.nan,
             "nonfinite_inputs": int((~finite).sum()),
@@ -37,5 +34,13 @@ def steady_state_spectra(model: torch.nn.Module, x: torch.Tensor, tau: float = 2
         })
     values = [layer["worst"] for layer in layers if math.isfinite(layer["worst"])]
     worst = max(values) if values else math.nan
-    return {"kind": "steady_state", "statistic": "max_real", "tau_ms": tau, "layers": layers, "worst": worst,
-            "stable": bool(values) and worst < 0}
+    return {"kind": "steady_state", "statistic": "max_real", "time_unit_ms": model.time_unit_ms, "layers": layers,
+            "worst": worst, "stable": bool(values) and worst < 0}
+
+
+def _jacobians(found: LayerSteadyState, time_unit_ms: float) -> torch.Tensor:
+    """d(d state/dt)/d state (batch, d, d) in 1/ms at each input's steady state."""
+    def field(state: torch.Tensor, drive: torch.Tensor) -> torch.Tensor:
+        return found.vector_field(state[None], drive[None])[0] / time_unit_ms
+
+    return vmap(jacrev(field))(found.state, found.drive)

@@ -1,5 +1,9 @@
-"""The model contracts that the trainer and the diagnostics are written against."""
+"""The model contracts that the trainer and the diagnostics are written against: the base classes a model derives
+from (what it is) and the protocols it may satisfy (what else it offers)."""
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import NamedTuple, Protocol, runtime_checkable
 
 import torch
 import torch.nn.functional as F
@@ -56,9 +60,50 @@ class DynamicalModel(Classifier):
 
 
 class StaticModel(Classifier):
-    """A classifier of static inputs; fixed-point models also expose `steady_state(x) -> (state, residual)`."""
+    """A classifier of static inputs; one whose forward computes fixed points of circuits is a `HasSteadyState`."""
 
     kind = "static"
+
+
+@runtime_checkable
+class HasVectorField(Protocol):
+    """A continuous-time system: `vector_field(state, x)` is d state/dt (batch, d) at states (batch, d) under the
+    inputs x (batch, ...), in the system's unit of time. For a sequence model that unit is one step and its Euler
+    step is state + vector_field, so its stability is Re(lambda) < 0 of the field's Jacobian; a `DynamicalModel`
+    without one is judged by its step map (|lambda| < 1)."""
+
+    def vector_field(self, state: torch.Tensor, x: torch.Tensor) -> torch.Tensor: ...
+
+
+class LayerSteadyState(NamedTuple):
+    """One layer (circuit) of a `HasSteadyState` model at the fixed point its forward computes, per input.
+
+    state: (batch, d) the fixed point; drive: (batch, ...) the layer's constant input; vector_field(state, drive):
+    d state/dt (batch, d) in the model's `time_unit_ms`; residual: (batch,) the norm of the time-constant-weighted
+    right-hand side tau * d state/dt there, zero at an exact fixed point; units: the layer's size as its model
+    counts it (ORGaNICs: n, for n y and n a neurons; SSN: n_E + n_I neurons).
+    """
+
+    state: torch.Tensor
+    drive: torch.Tensor
+    residual: torch.Tensor
+    vector_field: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    units: int
+
+
+@runtime_checkable
+class HasSteadyState(Protocol):
+    """A static model whose forward passes through steady states of continuous-time circuits: fixed-point layers
+    solved for directly (ORGaNICs) or a network settled by simulation (static SSN).
+
+    `layer_steady_states(x)`: every layer's `LayerSteadyState` for inputs x, first layer first, at the state the
+    forward uses. `time_unit_ms`: the length in ms of the unit of time of the layers' vector fields, so that their
+    Jacobians' eigenvalues convert to 1/ms; a steady state is stable iff every Re(lambda) < 0.
+    """
+
+    time_unit_ms: float
+
+    def layer_steady_states(self, x: torch.Tensor) -> list[LayerSteadyState]: ...
 
 
 def count_trainable(model: nn.Module) -> int:

@@ -16,34 +16,37 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from organics_bench.equations import closed_form_fixed_point, initial_log_normalization, normalization_weights
 from organics_bench.models.base import StaticModel
 
 EPS = 1e-10
 
 
 class ConvOrganicsLayer(nn.Module):
-    """One convolutional divisive-normalization layer at its steady state; returns firing rates [y]+^2."""
+    """One convolutional divisive-normalization layer at its steady state; returns the firing rate [y]+^2."""
 
     def __init__(self, in_channels: int, out_channels: int, sigma: float = 1.0) -> None:
         super().__init__()
         self.conv_z = nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False)
         self.conv_b = nn.Conv2d(in_channels, out_channels, 3, padding=1)
         self.beta = nn.Parameter(torch.zeros(out_channels))
-        log_w = torch.empty(out_channels, out_channels).uniform_(-1.0, 0.0)
-        log_w.fill_diagonal_(0.0)
-        self.log_W = nn.Parameter(log_w)
+        self.log_W = nn.Parameter(initial_log_normalization(out_channels))
         self.register_buffer("sigma", torch.tensor(sigma))
 
-    def steady_state(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(y, a) at the normalization fixed point."""
+    def normalization_pool(self, energy: torch.Tensor) -> torch.Tensor:
+        """The pool W v of v (batch, channels, H, W): W = exp(L) over channels (a 1x1 convolution), then a 3x3 average
+        over positions."""
+        pooled = F.conv2d(energy, normalization_weights(self.log_W)[:, :, None, None])
+        return F.avg_pool2d(pooled, 3, stride=1, padding=1, count_include_pad=False)
+
+    def fixed_point(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(y, a) at the normalization fixed point for inputs x."""
         drive = torch.sigmoid(self.conv_b(x)) * self.conv_z(x)
-        pooled = F.conv2d(drive.square(), torch.exp(self.log_W)[:, :, None, None])
-        pooled = F.avg_pool2d(pooled, 3, stride=1, padding=1, count_include_pad=False)
-        a = (self.sigma * torch.sigmoid(self.beta)).square()[None, :, None, None] + pooled + EPS
-        return drive / torch.sqrt(a), a
+        floor = (self.sigma * torch.sigmoid(self.beta)).square()[None, :, None, None]
+        return closed_form_fixed_point(drive, floor, self.normalization_pool, EPS)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.relu(self.steady_state(x)[0]).square()
+        return F.relu(self.fixed_point(x)[0]).square()
 
 
 class _ConvStack(StaticModel):

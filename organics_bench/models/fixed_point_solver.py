@@ -21,6 +21,7 @@ from collections import defaultdict
 import torch
 from torch.autograd.function import once_differentiable
 
+from organics_bench.equations import algorithm1
 from organics_bench.models import cpu_kernels
 
 KERNELS = "fixed_point_kernels"
@@ -45,17 +46,16 @@ def backend(tensor: torch.Tensor) -> str:
 
 
 def _iterate(drive, floor, W, W_r, iterations, official_diag_a, eps, solver, keep):
-    """Iterates y_0..y_K, a_0..a_K and the factors of A_1..A_K (empty unless `keep`), as `algorithm1` computes."""
-    start = drive @ W_r.T
-    a = floor + start.square() @ W.T + eps
-    ys, as_, factors = [start / torch.sqrt(a)], [a], []
-    for _ in range(iterations):
-        c = 1.0 - (a if official_diag_a else torch.sqrt(a))
-        y, factor = solver.factor_solve(c, W_r, drive, keep)
-        a = floor + (y.square() * a) @ W.T + eps
-        ys.append(y)
-        as_.append(a)
+    """Iterates y_0..y_K, a_0..a_K of `algorithm1`, its y equations solved by `solver`, and the factors of A_1..A_K
+    (None each unless `keep`)."""
+    factors = []
+
+    def solve(c: torch.Tensor, W_r: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+        y, factor = solver.factor_solve(c, W_r, d, keep)
         factors.append(factor)
+        return y
+
+    ys, as_ = zip(*algorithm1(drive, floor, W, W_r, iterations, official_diag_a, eps, solve))
     return ys, as_, factors
 
 

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from organics_bench.equations import initial_log_normalization, normalization_weights
 from organics_bench.models.base import DynamicalModel
 from organics_bench.models.organics_engine import organics_scan
 
@@ -77,9 +78,7 @@ class Organics(DynamicalModel):
         self.W_bx, self.W_b0x = nn.Parameter(_kaiming(n, m)), nn.Parameter(_kaiming(n, m))
         self.W_by, self.W_ba = nn.Parameter(_kaiming(n, n)), nn.Parameter(_kaiming(n, n))
         self.W_b0y, self.W_b0a = nn.Parameter(_kaiming(n, n)), nn.Parameter(_kaiming(n, n))
-        log_w = torch.empty(n, n).uniform_(-1.0, 0.0)
-        log_w.fill_diagonal_(0.0)
-        self.log_W = nn.Parameter(log_w)
+        self.log_W = nn.Parameter(initial_log_normalization(n))
         if recurrence == "spectral_norm":
             self.W_r = nn.Parameter(torch.eye(n))
         elif recurrence == "unconstrained":
@@ -100,8 +99,7 @@ class Organics(DynamicalModel):
 
     def normalization_matrix(self) -> torch.Tensor:
         """W >= 0, the normalization weights."""
-        w = torch.exp(self.log_W)
-        return w.clamp(max=1.0) if self.clamp_normalization else w
+        return normalization_weights(self.log_W, self.clamp_normalization)
 
     def recurrent_matrix(self) -> torch.Tensor:
         """The matrix that multiplies y in the y equation (before rectification for `unconstrained`)."""

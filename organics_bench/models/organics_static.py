@@ -8,7 +8,7 @@ Each layer is the steady state of the main ORGaNICs model (docs/equations.md, 'M
 
 driven by z = W_zx x / ||W_zx x|| (unit norm per sample) and the input gain b = sigmoid(W_bx x); b0 = sigmoid(.)
 is learned per neuron, sigma = 1 is fixed and W = exp(L) >= 0. The layer passes its firing rate [y_s]+^2 to the
-next layer or to a linear readout. The steady state (y_s, a_s) is:
+next layer or to a linear readout. The steady state (y_s, a_s) is (`organics_bench.equations`):
 
     W_r = I       closed form  a_s = (sigma b0)^2 + W (b z)^2 + eps,  y_s = b z / sqrt(a_s)
     W_r bounded   Algorithm 1  (K iterations, gradients through all of them):
@@ -27,26 +27,20 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from organics_bench.equations import algorithm1, circuit_rhs
+from organics_bench.equations import (algorithm1, circuit_rhs, closed_form_fixed_point, initial_log_normalization,
+                                      normalization_weights)
 from organics_bench.models.autoencoder import AutoencodedClassifier
+from organics_bench.models.base import LayerSteadyState
 from organics_bench.models.fixed_point_solver import algorithm1_adjoint
 
 RECURRENCES = ("identity", "bounded")
 FIXED_POINT_SOLVERS = ("adjoint", "autograd")
 EPS = 1e-10
-
-
-def closed_form_fixed_point(drive: torch.Tensor, floor: torch.Tensor, W: torch.Tensor,
-                            eps: float = EPS) -> tuple[torch.Tensor, torch.Tensor]:
-    """(y_s, a_s) for W_r = I: divisive normalization."""
-    a = floor + drive.square() @ W.T + eps
-    return drive / torch.sqrt(a), a
 
 
 def iterative_fixed_point(drive: torch.Tensor, floor: torch.Tensor, W: torch.Tensor, W_r: torch.Tensor,
@@ -59,17 +53,8 @@ def iterative_fixed_point(drive: torch.Tensor, floor: torch.Tensor, W: torch.Ten
     return last
 
 
-class LayerSteadyState(NamedTuple):
-    """One layer at its fixed point, per sample: its input x, drive b*z, state [y_s, a_s] and ODE residual."""
-
-    x: torch.Tensor
-    drive: torch.Tensor
-    state: torch.Tensor
-    residual: torch.Tensor
-
-
 class FixedPointLayer(nn.Module):
-    """One ORGaNICs fixed-point layer (docs/equations.md, 'Layer forward pass'): input (batch, d_input) -> rates
+    """One ORGaNICs fixed-point layer (docs/equations.md, 'Layer forward pass'): input (batch, d_input) -> firing rate
     (batch, n_units)."""
 
     def __init__(self, d_input: int, n_units: int, recurrence: str = "identity", iterations: int = 10,
@@ -87,16 +72,14 @@ class FixedPointLayer(nn.Module):
         self.W_zx = nn.Parameter(nn.init.kaiming_uniform_(torch.empty(n_units, d_input), a=math.sqrt(5)))
         self.W_bx = nn.Parameter(torch.randn(n_units, d_input))  # official effective init: reference-code.md, Quirk 5
         self.b0_logit = nn.Parameter(torch.zeros(n_units))
-        log_w = torch.empty(n_units, n_units).uniform_(-1.0, 0.0)
-        log_w.fill_diagonal_(0.0)
-        self.log_W = nn.Parameter(log_w)
+        self.log_W = nn.Parameter(initial_log_normalization(n_units))
         if recurrence == "bounded":
             self.W_r = nn.Parameter(torch.eye(n_units))
         self.register_buffer("sigma", torch.tensor(sigma))
 
     def normalization_matrix(self) -> torch.Tensor:
         """W = exp(L) >= 0."""
-        return torch.exp(self.log_W)
+        return normalization_weights(self.log_W)
 
     def recurrent_matrix(self) -> torch.Tensor | None:
         """W_r / sigma_max(W_r), or None for W_r = I."""
@@ -130,12 +113,12 @@ class FixedPointLayer(nn.Module):
         dy, da = circuit_rhs(y, a, drive, self.floor(), self.normalization_matrix(), self.recurrent_matrix())
         return torch.cat([dy, da], -1)
 
-    def rates(self, state: torch.Tensor) -> torch.Tensor:
+    def firing_rate(self, state: torch.Tensor) -> torch.Tensor:
         """Firing rate [y]+^2 of the principal neurons."""
         return F.relu(state[..., : self.n_units]).square()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.rates(self.solve(self.drive(x)))
+        return self.firing_rate(self.solve(self.drive(x)))
 
 
 class OrganicsStatic(AutoencodedClassifier):
@@ -154,6 +137,8 @@ class OrganicsStatic(AutoencodedClassifier):
             batched LU kernel on the CPU) or "autograd" (autograd through torch.linalg.solve, slower).
     """
 
+    time_unit_ms = 2.0  # tau_y = tau_a, the paper's 2 ms (docs/equations.md, 'Eigenvalues of trained networks')
+
     def __init__(self, d_input: int, n_classes: int, layers: Sequence[int] = (50,), recurrence: str = "identity",
                  iterations: int = 10, official_diag_a: bool = False, code_size: int = 40,
                  fixed_point_solver: str = "adjoint") -> None:
@@ -170,21 +155,15 @@ class OrganicsStatic(AutoencodedClassifier):
         return self.readout_layer(code)
 
     def layer_steady_states(self, x: torch.Tensor) -> list[LayerSteadyState]:
-        """Every layer's fixed point for inputs x, first layer first."""
+        """Every layer's fixed point [y_s, a_s] for inputs x, first layer first (`HasSteadyState`)."""
         found, h = [], self.encode(x)
         for layer in self.layers:
             drive = layer.drive(h)
             state = layer.solve(drive)
-            found.append(LayerSteadyState(h, drive, state, layer.vector_field(state, drive).norm(dim=-1)))
-            h = layer.rates(state)
+            residual = layer.vector_field(state, drive).norm(dim=-1)
+            found.append(LayerSteadyState(state, drive, residual, layer.vector_field, layer.n_units))
+            h = layer.firing_rate(state)
         return found
-
-    def steady_state(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(state, residual) of the whole cascade: [y_1, a_1, y_2, a_2, ...] (batch, 2 sum(layers)) and the norm of
-        its vector field there (batch,). Per-layer pieces: `layer_steady_states`."""
-        found = self.layer_steady_states(x)
-        residual = torch.stack([f.residual for f in found], -1).norm(dim=-1)
-        return torch.cat([f.state for f in found], -1), residual
 
     def recurrent_matrix(self) -> torch.Tensor | None:
         """The first layer's effective W_r (None for W_r = I)."""

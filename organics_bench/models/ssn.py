@@ -1,15 +1,15 @@
 """Stabilized supralinear network (SSN) baselines (docs/protocols.md, 'Stabilized supralinear networks'), in
 voltage form:
 
-    tau_i du_i/dt = -u_i + sum_j W_ij r_j + h_i,     r = k [u]+^n   (n = 2)
+    tau_i du_i/dt = -u_i + sum_j W_ij r_j + h_i,     firing rate r = k [u]+^n   (n = 2)
 
 with n_E excitatory then n_I inhibitory neurons, tau = tau_E or tau_I per population, and Dale's law on the
 columns, W_ij = s_j softplus(theta_ij) with s_j = +1 for an E and -1 for an I presynaptic neuron. One explicit
 Euler step of length dt is u <- u + (dt/tau) (-u + W r(u) + h).
 
 The voltage form is the one the MNIST-trained SSN uses (Soo & Lengyel 2022, `wmws2/deeplearningSSN`). Its fixed
-points map one to one onto those of the rate form tau dr/dt = -r + k [W r + h]+^n (r = k[u]+^n), and the input
-enters linearly, so the state needs no positivity constraint.
+points map one to one onto those of the firing-rate form tau dr/dt = -r + k [W r + h]+^n (r = k[u]+^n), and the
+input enters linearly, so the state needs no positivity constraint.
 
 Nothing clamps u and no code path guards against non-finite values: a network driven past its stability limit
 diverges to inf/NaN and the trainer records it as diverged.
@@ -32,25 +32,25 @@ import torch.nn.functional as F
 from torch import nn
 
 from organics_bench.models.autoencoder import AutoencodedClassifier
-from organics_bench.models.base import DynamicalModel
+from organics_bench.models.base import DynamicalModel, LayerSteadyState
 from organics_bench.models.ssn_engine import checked_engine, ssn_scan, ssn_settle
 
 COUPLING = {"EE": 1.25, "EI": 0.65, "IE": 1.2, "II": 0.5}  # |J_post,pre| of the two-population SSN
 JITTER = 0.5
 
 
-def ssn_rates(u: torch.Tensor, k: float, power: float) -> torch.Tensor:
+def ssn_firing_rate(u: torch.Tensor, k: float, power: float) -> torch.Tensor:
     """r = k [u]+^n."""
     return k * F.relu(u).pow(power)
 
 
 def ssn_drift(u: torch.Tensor, h: torch.Tensor, W: torch.Tensor, k: float, power: float) -> torch.Tensor:
     """tau du/dt = -u + W r(u) + h, the SSN vector field times tau."""
-    return -u + ssn_rates(u, k, power) @ W.T + h
+    return -u + ssn_firing_rate(u, k, power) @ W.T + h
 
 
 class SSNCircuit(nn.Module):
-    """The E-I network: Dale's-law weights, per-population dt/tau, rate nonlinearity and input projection."""
+    """The E-I network: Dale's-law weights, per-population dt/tau, firing-rate nonlinearity and input projection."""
 
     def __init__(self, d_input: int, n_excitatory: int, n_inhibitory: int, k: float, power: float,
                  dt_tau_e: float, dt_tau_i: float, input_scale: float) -> None:
@@ -82,35 +82,39 @@ class SSNCircuit(nn.Module):
         """tau du/dt at voltages u (batch, n) and drive h."""
         return ssn_drift(u, h, self.weights() if W is None else W, self.k, self.power)
 
+    def vector_field(self, u: torch.Tensor, h: torch.Tensor, W: torch.Tensor | None = None) -> torch.Tensor:
+        """du/dt in units of the Euler step dt: dt/tau * (-u + W r(u) + h)."""
+        return self.dt_tau * self.drift(u, h, W)
+
     def step(self, u: torch.Tensor, h: torch.Tensor, W: torch.Tensor | None = None) -> torch.Tensor:
         """One Euler step: u + dt/tau * (-u + W r(u) + h)."""
-        return u + self.dt_tau * self.drift(u, h, W)
+        return u + self.vector_field(u, h, W)
 
-    def excitatory_rates(self, u: torch.Tensor) -> torch.Tensor:
-        """Rates k [u_E]+^n of the E neurons, what the readouts see."""
-        return ssn_rates(u[..., : self.n_excitatory], self.k, self.power)
+    def excitatory_firing_rate(self, u: torch.Tensor) -> torch.Tensor:
+        """Firing rate k [u_E]+^n of the E neurons, what the readouts see."""
+        return ssn_firing_rate(u[..., : self.n_excitatory], self.k, self.power)
 
 
-class _ReadsExcitatoryRates:
-    """What both SSN classifiers share: a linear readout of the E rates and the signed W as recurrent matrix."""
+class _ReadsExcitatoryFiringRate:
+    """What both SSN classifiers share: a linear readout of the E firing rate and the signed W as recurrent matrix."""
 
     circuit: SSNCircuit
     readout_layer: nn.Linear
 
     def rate_readout(self, u: torch.Tensor) -> torch.Tensor:
-        """Logits from the E rates at voltages u."""
-        return self.readout_layer(self.circuit.excitatory_rates(u))
+        """Logits from the E firing rate at voltages u."""
+        return self.readout_layer(self.circuit.excitatory_firing_rate(u))
 
     def recurrent_matrix(self) -> torch.Tensor:
         """The signed recurrent weights W."""
         return self.circuit.weights()
 
 
-class SSN(_ReadsExcitatoryRates, DynamicalModel):
+class SSN(_ReadsExcitatoryFiringRate, DynamicalModel):
     """Sequence SSN: h_t = W_in x_t + bias drives the network one Euler step per input step from u = 0; the
-    readout is linear in the E rates. The state is u (batch, n_E + n_I); `vector_field` is in units of one step.
+    readout is linear in the E firing rate. The state is u (batch, n_E + n_I); `vector_field` is in units of one step.
 
-    Args: d_input, n_classes; n_excitatory, n_inhibitory; k, power (rates k[u]+^power); dt_tau_e, dt_tau_i (dt/tau
+    Args: d_input, n_classes; n_excitatory, n_inhibitory; k, power (firing rate k[u]+^power); dt_tau_e, dt_tau_i (dt/tau
     per population, fixed); input_scale (size of the input drive at init); engine ("auto" or "torch", `ssn_engine`).
     """
 
@@ -127,7 +131,7 @@ class SSN(_ReadsExcitatoryRates, DynamicalModel):
 
     def vector_field(self, state: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """d u / dt in units of one step, so that step = state + this."""
-        return self.circuit.dt_tau * self.circuit.drift(state, self.circuit.input(x))
+        return self.circuit.vector_field(state, self.circuit.input(x))
 
     def step(self, x_t: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
         return self.circuit.step(state, self.circuit.input(x_t))
@@ -143,13 +147,15 @@ class SSN(_ReadsExcitatoryRates, DynamicalModel):
         return ssn_scan(drives, self.initial_state(x.shape[0]), c.weights(), c.dt_tau, c.k, c.power, self.engine)
 
 
-class SSNStatic(_ReadsExcitatoryRates, AutoencodedClassifier):
+class SSNStatic(_ReadsExcitatoryFiringRate, AutoencodedClassifier):
     """Static SSN (Table 1): autoencoder code c, constant drive h = W_in c + bias to E and I, `steps` Euler steps
-    from u = 0, linear readout of the E rates at the last step.
+    from u = 0, linear readout of the E firing rate at the last step.
 
     Args: d_input, n_classes; n_excitatory, n_inhibitory; steps; k, power; dt_tau_e, dt_tau_i; input_scale;
     code_size (the autoencoder's code); engine ("auto" or "torch", `ssn_engine`).
     """
+
+    time_unit_ms = 2.0  # dt, the unit of `SSNCircuit.vector_field` (module docstring: tau_E = 20 ms at dt/tau_E = 0.1)
 
     def __init__(self, d_input: int, n_classes: int, n_excitatory: int = 50, n_inhibitory: int = 50,
                  steps: int = 200, k: float = 0.04, power: float = 2.0, dt_tau_e: float = 0.1,
@@ -169,7 +175,9 @@ class SSNStatic(_ReadsExcitatoryRates, AutoencodedClassifier):
     def classify(self, code: torch.Tensor) -> torch.Tensor:
         return self.rate_readout(self.settle(code)[0])
 
-    def steady_state(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(u at the last step (batch, n_E + n_I), ||tau du/dt|| there (batch,))."""
+    def layer_steady_states(self, x: torch.Tensor) -> list[LayerSteadyState]:
+        """The network at the voltages u (batch, n_E + n_I) it settles into for inputs x, under its drive h
+        (`HasSteadyState`); the residual ||tau du/dt|| tells a settled network from an unsettled one."""
         u, h, W = self.settle(self.encode(x))
-        return u, self.circuit.drift(u, h, W).norm(dim=-1)
+        c = self.circuit
+        return [LayerSteadyState(u, h, c.drift(u, h, W).norm(dim=-1), c.vector_field, c.size)]

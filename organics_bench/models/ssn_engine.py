@@ -1,13 +1,13 @@
 """Sequence engine for the SSN: its Euler recurrence over all steps with a hand-written backward through time.
 
-One step is u' = u + r (-u + phi(u) W^T + h_t) with rates phi(u) = k [u]+^p and r = dt/tau per neuron. Two forms,
-same numbers as stepping `SSNCircuit.step`, to rounding:
+One step is u' = u + r (-u + phi(u) W^T + h_t) with firing rates phi(u) = k [u]+^p and r = dt/tau per neuron. Two
+forms, same numbers as stepping `SSNCircuit.step`, to rounding:
   "auto" (default): on the CPU, fused C kernels do all steps each way, matrix products included (`ssn_fused`);
-          elsewhere, or without a C compiler, the torch form;
-  "torch": torch operations, any device. The forward pass keeps the voltages and the rates of every step; the
-          backward pass walks the steps in reverse with one matmul each, and forms W's gradient at the end with one
-          large matmul over all steps. On CUDA ("auto", where Triton is installed) each step runs compiled
-          (torch.compile), its element-wise work fused around the matmul.
+          on CUDA the torch form with each step compiled (torch.compile, where Triton is installed), its
+          element-wise work fused around the matmul; elsewhere, or without a C compiler, the torch form;
+  "torch": torch operations, any device. The forward pass keeps the voltages and the firing rates of every step;
+          the backward pass walks the steps in reverse with one matmul each, and forms W's gradient at the end with
+          one large matmul over all steps.
 Nothing clamps u: a diverging network gives inf/NaN, as the loop does.
 """
 from __future__ import annotations

@@ -29,8 +29,8 @@ def fused_scan(drive: torch.Tensor, steps: int, state0: torch.Tensor, weights: t
 
     Args:
         drive: (steps, batch, n) drives h_t, or (batch, n) for a drive constant in time.
-        state0: (batch, n) initial voltages. weights: (n, n) signed W. dt_tau: (n,) fixed rates, not differentiated.
-        k, power: the rate nonlinearity k [u]+^power.
+        state0: (batch, n) initial voltages. weights: (n, n) signed W. dt_tau: (n,) fixed rates dt/tau, not
+        differentiated. k, power: the firing-rate nonlinearity k [u]+^power.
     """
     if any(t.dtype != drive.dtype for t in (state0, weights, dt_tau)):
         raise TypeError("SSN engine: drive, state0, weights and dt_tau must share one dtype")

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Protocol, runtime_checkable
 
 import torch
 
@@ -22,6 +22,15 @@ class TaskSpec:
     input_shape: tuple[int, ...]
     seq_len: int = 1
     metrics: tuple[str, ...] = ("acc",)
+
+
+@runtime_checkable
+class SummarizesExtraTests(Protocol):
+    """A task whose extra test sets (`TaskData.extra_tests`) mean more together than one by one: `summarize` turns
+    their accuracies {name: acc} into the record's `extra_tests` entry (e.g. parity: accuracy by length and the
+    longest length solved)."""
+
+    def summarize(self, extra_accuracies: dict[str, float]) -> dict: ...
 
 
 @dataclass

@@ -3,7 +3,8 @@
 
 Everything is batched over circuits: a :class:`Circuit` holds ``B`` circuits of ``n`` neurons, every tensor
 has a leading batch axis, states ``y, a`` are ``(B, n)``. The functions also work on unbatched tensors
-(leading axes are broadcast), which is what ``torch.func.vmap`` feeds them. Time is in ms, rates in 1/ms.
+(leading axes are broadcast), which is what ``torch.func.vmap`` feeds them. Time is in ms, time derivatives and
+eigenvalues in 1/ms. The equations themselves are :mod:`organics_bench.equations`.
 
 Main model:      τ_y ẏ = -y + b⊙z + (1 - √⌊a⌋) ⊙ W_r y,    τ_a ȧ = -a + b0²σ² + W (y² ⊙ ⌊a⌋)
 Rectified model: τ_y ẏ = -y + b⊙z + (1 - √⌊a⌋) ⊙ W_r ⌊y⌋,  τ_a ȧ = -a + b0²σ² + W (⌊y⌋² ⊙ ⌊a⌋)
@@ -17,7 +18,7 @@ from dataclasses import dataclass, fields, replace
 import torch
 from torch import Tensor
 
-from organics_bench.equations import circuit_rhs, matvec
+from organics_bench.equations import circuit_rhs, closed_form_fixed_point, matvec
 
 DTYPE = torch.float64
 
@@ -129,12 +130,8 @@ def max_real_eig(J: Tensor) -> Tensor:
 
 def fixed_point_identity(c: Circuit, rectified: bool = False) -> tuple[Tensor, Tensor]:
     """Closed-form normalization fixed point for W_r = I: a_s = b0²σ² + W (b z)², y_s = b z / √a_s
-    (docs/equations.md, 'Steady state and divisive normalization')."""
-    d = c.drive
-    dr = d.clamp_min(0) if rectified else d
-    a = c.floor + matvec(c.W, dr**2)
-    y = torch.where(d > 0, d / a.sqrt(), d) if rectified else d / a.sqrt()
-    return y, a
+    (:func:`organics_bench.equations.closed_form_fixed_point`)."""
+    return closed_form_fixed_point(c.drive, c.floor, c.W, rectified=rectified)
 
 
 @dataclass
@@ -153,7 +150,9 @@ class Trajectory:
 
 
 def _step(c: Circuit, y: Tensor, a: Tensor, dt: Tensor, rectified: bool, method: str) -> tuple[Tensor, Tensor]:
-    f = lambda yy, aa: vector_field(c, yy, aa, rectified)  # noqa: E731
+    def f(yy: Tensor, aa: Tensor) -> tuple[Tensor, Tensor]:
+        return vector_field(c, yy, aa, rectified)
+
     k1 = f(y, a)
     if method == "euler":
         return y + dt * k1[0], a + dt * k1[1]
@@ -231,7 +230,10 @@ def sample_broad(batch: int, n: int, gen: torch.Generator, gain_range: tuple[flo
     mask = (torch.rand(batch, n, n, generator=gen, dtype=DTYPE) < density).to(DTYPE)
     W = scale[:, None, None] * torch.rand(batch, n, n, generator=gen, dtype=DTYPE) * mask
     z = torch.randn(shape, generator=gen, dtype=DTYPE) * _log_uniform((batch, 1), *z_range, gen)
-    g = lambda rng: _log_uniform(shape, *rng, gen)  # noqa: E731
+
+    def g(rng: tuple[float, float]) -> Tensor:
+        return _log_uniform(shape, *rng, gen)
+
     return Circuit(W=W, b=g(gain_range), b0=g(gain_range), sigma=g(gain_range), tau_y=g(tau_range),
                    tau_a=g(tau_range), z=z)
 
@@ -240,7 +242,9 @@ def sample_unit(batch: int, n: int, gen: torch.Generator, wr_bound: float | None
     """The Fig. 4 / conjecture protocol (docs/equations.md, 'Convergence test (Fig. 4)', 'Generic W_r conjecture'):
     b, b0, σ ~ U(0,1)^n, τ = 2 ms, W ~ U(0,1)^{n×n}, z = g/‖g‖, and W_r = s·G/σ_max(G) with G ~ N(0,1) and
     s = ``wr_bound`` (None: W_r = I)."""
-    u = lambda *shape: torch.rand(*shape, generator=gen, dtype=DTYPE)  # noqa: E731
+    def u(*shape: int) -> Tensor:
+        return torch.rand(*shape, generator=gen, dtype=DTYPE)
+
     b0, b, sigma, W = u(batch, n), u(batch, n), u(batch, n), u(batch, n, n)
     g = torch.randn(batch, n, generator=gen, dtype=DTYPE)
     Wr = None

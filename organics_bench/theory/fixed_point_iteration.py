@@ -3,6 +3,7 @@ against simulation, with the official code's diag(a) variant (docs/reference-cod
 diag(a)') as a contrast."""
 from __future__ import annotations
 
+import dataclasses
 import pathlib
 import time
 from typing import Any
@@ -12,8 +13,9 @@ import torch
 from torch import Tensor
 
 from organics_bench.equations import algorithm1 as algorithm1_iterates
-from organics_bench.theory import report
+from organics_bench.theory import experiment
 from organics_bench.theory.circuit import Circuit, newton_polish, residual, sample_unit, simulate
+from organics_bench.theory.settings import FixedPointIterationSettings
 
 NAME = "fixed_point_iteration"
 CLAIM = ("Algorithm 1 (with √a) converges to the ODE fixed point for random 10-unit circuits with σ_max(W_r) = 1, "
@@ -54,16 +56,16 @@ def _err_stats(err: Tensor) -> dict[str, list[float]]:
     return {"mean": err.mean(-1).tolist(), "sd": err.std(-1).tolist(), "max": err.amax(-1).tolist()}
 
 
-@report.single_threaded
-def run(out_dir: pathlib.Path, smoke: bool = False, seed: int = 0, n_circuits: int = 100, n_units: int = 10,
-        n_iter: int = 40, overlap_iter: int = 15, wr_bound: float = 1.0, tau_ms: float = 2.0) -> dict[str, Any]:
-    """Run Algorithm 1 and the diag(a) variant on random circuits; write fixed_point_iteration.{json,png}."""
+@experiment.single_threaded
+def run(out_dir: pathlib.Path, smoke: bool = False, seed: int = 0, **overrides: Any) -> dict[str, Any]:
+    """Run Algorithm 1 and the diag(a) variant on random circuits, with the defaults of
+    :class:`FixedPointIterationSettings` and ``overrides`` of them (its smoke sizes if ``smoke``); write
+    fixed_point_iteration.{json,png} to ``out_dir``; return the summary."""
     started = time.perf_counter()
-    if smoke:
-        n_circuits, n_iter = 10, 30
-    overlap_iter = min(overlap_iter, n_iter)
-    params = {k: v for k, v in locals().items() if k not in ("out_dir", "started", "smoke", "seed")}
-    c = sample_unit(n_circuits, n_units, report.seeded(seed), wr_bound=wr_bound, tau=tau_ms)
+    settings = FixedPointIterationSettings.build(overrides, smoke)
+    n_iter = settings.n_iter
+    c = sample_unit(settings.n_circuits, settings.n_units, experiment.seeded(seed), wr_bound=settings.wr_bound,
+                    tau=settings.tau_ms)
     y_true, a_true, truth = simulated_fixed_point(c)
     iterates = {v: algorithm1(c, n_iter, v) for v in ("sqrt", "diag")}
     err_y = {v: (ys - y_true).norm(dim=-1) for v, (ys, _) in iterates.items()}
@@ -72,7 +74,7 @@ def run(out_dir: pathlib.Path, smoke: bool = False, seed: int = 0, n_circuits: i
     first_small = int(np.argmax((err_y["sqrt"].amax(-1) < 1e-6).numpy())) if (err_y["sqrt"][-1] < 1e-6).all() else None
     summary = {
         "claim": CLAIM, "spec": "docs/equations.md, 'Algorithm 1'; docs/reference-code.md, 'Quirk 4: Algorithm 1 "
-                                "with diag(a)'", "params": params, "smoke": smoke, "seed": seed,
+                                "with diag(a)'", "params": dataclasses.asdict(settings), "smoke": smoke, "seed": seed,
         "headline": {**{f"max_error_y_sqrt_after_{k}": float(err_y["sqrt"][k].max()) for k in (5, 10, 15)
                         if k <= n_iter},
                      f"max_error_y_sqrt_after_{n_iter}": float(err_y["sqrt"][-1].max()),
@@ -93,13 +95,13 @@ def run(out_dir: pathlib.Path, smoke: bool = False, seed: int = 0, n_circuits: i
                   "The diag(a) variant is ff.py's update without its eps = 1e-10; it converges, but to a point that "
                   "is not a fixed point of the ODE (its ODE residual stays large)."],
     }
-    fig = _plot(c, iterates, err_y, y_true, summary, overlap_iter)
-    return report.save(out_dir, NAME, summary, fig, started)
+    fig = _plot(c, iterates, err_y, y_true, summary, settings.overlap_iter)
+    return experiment.save(out_dir, NAME, summary, fig, started)
 
 
 def _plot(c: Circuit, iterates: dict[str, tuple[Tensor, Tensor]], err_y: dict[str, Tensor], y_true: Tensor,
           summary: dict[str, Any], overlap_iter: int):
-    fig, ax = report.figure(2, 2, width=5.8, height=4.4)
+    fig, ax = experiment.figure(2, 2, width=5.8, height=4.4)
     k = np.arange(err_y["sqrt"].shape[0])
     for v, color, label in (("sqrt", "C0", "Algorithm 1 (√a)"), ("diag", "C3", "code's diag(a) variant")):
         e = err_y[v].numpy()

@@ -3,6 +3,7 @@ at the closed-form fixed point of many random circuits, a simulation check on a 
 all-ones-W example."""
 from __future__ import annotations
 
+import dataclasses
 import math
 import pathlib
 import time
@@ -13,9 +14,10 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from organics_bench.theory import report
+from organics_bench.theory import experiment
 from organics_bench.theory.circuit import (DTYPE, Circuit, eigvals, fixed_point_identity, jacobian,
                                            jacobian_autograd, residual, sample_broad, simulate)
+from organics_bench.theory.settings import JacobianSweepSettings
 
 NAME = "jacobian_sweep"
 CLAIM = ("W_r = I: the normalization fixed point is locally asymptotically stable (all Re λ(J) < 0) for any n, "
@@ -56,7 +58,10 @@ def all_ones_check(z: Sequence[float], b: float, b0: float, sigma: float, tau_y:
     """Numerical vs closed-form eigenvalues for the all-ones-W example, in 1/s (τ in ms)."""
     zt = torch.tensor(list(z), dtype=DTYPE)[None]
     n = zt.shape[-1]
-    full = lambda v: torch.full((1, n), float(v), dtype=DTYPE)  # noqa: E731
+
+    def full(v: float) -> Tensor:
+        return torch.full((1, n), float(v), dtype=DTYPE)
+
     c = Circuit(W=alpha * torch.ones(1, n, n, dtype=DTYPE), b=full(b), b0=full(b0), sigma=full(sigma),
                 tau_y=full(tau_y), tau_a=full(tau_a), z=zt)
     y, a = fixed_point_identity(c, rectified=True)
@@ -83,27 +88,20 @@ def _simulate_check(c: Circuit, y: Tensor, a: Tensor, lam: Tensor, k: int, max_s
             "converged_to_closed_form": int((err < 1e-8).sum()), "diverged": int(traj.diverged.sum())}
 
 
-@report.single_threaded
-def run(out_dir: pathlib.Path, smoke: bool = False, seed: int = 0, n_circuits: int = 10240,
-        sizes: Sequence[int] = (2, 3, 4, 6, 8, 11, 16, 23, 32, 45, 64, 91, 128, 181, 256), min_per_size: int = 16,
-        gain_range: Sequence[float] = (0.1, 10.0), tau_range_ms: Sequence[float] = (1.0, 100.0),
-        w_scales: Sequence[float] = (0.01, 0.1, 1.0, 10.0), z_range: Sequence[float] = (0.01, 10.0),
-        n_simulate: int = 256, sim_max_steps: int = 20000, n_autograd_per_size: int = 8,
-        ones_z: Sequence[float] = (1.114752, 1.114752, 1.114752, 1.114752, -1.0), ones_b: float = 0.5,
-        ones_b0: float = 0.4, ones_sigma: float = 0.1, ones_tau_y_ms: float = 1.0, ones_tau_a_ms: float = 2.0,
-        ones_alpha: float = 1.0) -> dict[str, Any]:
-    """Sweep random W_r = I circuits; write jacobian_sweep.{json,png} to ``out_dir``; return the summary."""
+@experiment.single_threaded
+def run(out_dir: pathlib.Path, smoke: bool = False, seed: int = 0, **overrides: Any) -> dict[str, Any]:
+    """Sweep random W_r = I circuits with the defaults of :class:`JacobianSweepSettings` and ``overrides`` of them (its
+    smoke sizes if ``smoke``); write jacobian_sweep.{json,png} to ``out_dir``; return the summary."""
     started = time.perf_counter()
-    if smoke:
-        n_circuits, sizes, min_per_size, n_simulate, sim_max_steps = 120, (2, 5, 12), 8, 12, 2000
-    params = {k: v for k, v in locals().items() if k not in ("out_dir", "started", "smoke", "seed")}
-    gen = report.seeded(seed)
-    counts = size_counts(n_circuits, list(sizes), min_per_size)
+    settings = JacobianSweepSettings.build(overrides, smoke)
+    gen = experiment.seeded(seed)
+    counts = size_counts(settings.n_circuits, list(settings.sizes), settings.min_per_size)
     rows: dict[str, list[Tensor]] = {k: [] for k in ("n", "margin", "margin_rect", "residual", "residual_rect",
                                                        "rho", "jac_rel_diff")}
     sim = {"eligible": 0, "simulated": 0, "converged_to_closed_form": 0, "diverged": 0}
     for n, count in tqdm(counts.items(), desc=NAME, disable=smoke):
-        c = sample_broad(count, n, gen, tuple(gain_range), tuple(tau_range_ms), tuple(w_scales), tuple(z_range))
+        c = sample_broad(count, n, gen, settings.gain_range, settings.tau_range_ms, settings.w_scales,
+                         settings.z_range)
         tau_min = torch.minimum(c.tau_y, c.tau_a).amin(-1)
         y, a = fixed_point_identity(c)
         J = jacobian(c, y, a)
@@ -111,7 +109,7 @@ def run(out_dir: pathlib.Path, smoke: bool = False, seed: int = 0, n_circuits: i
         yr, ar = fixed_point_identity(c, rectified=True)
         lam_rect = eigvals(jacobian(c, yr, ar, rectified=True))
         M = c.W * (y**2).unsqueeze(-2)
-        k = min(n_autograd_per_size, count)
+        k = min(settings.n_autograd_per_size, count)
         J_auto = jacobian_autograd(c.select(slice(0, k)), y[:k], a[:k])
         rows["n"].append(torch.full((count,), n))
         rows["margin"].append(lam.real.amax(-1) * tau_min)
@@ -120,18 +118,19 @@ def run(out_dir: pathlib.Path, smoke: bool = False, seed: int = 0, n_circuits: i
         rows["residual_rect"].append(residual(c, yr, ar, rectified=True))
         rows["rho"].append(eigvals(M).abs().amax(-1))
         rows["jac_rel_diff"].append(((J_auto - J[:k]).abs().amax((-2, -1)) / J[:k].abs().amax((-2, -1))))
-        share = max(1, round(n_simulate * count / n_circuits))
-        for key, v in _simulate_check(c, y, a, lam, share, sim_max_steps, gen).items():
+        share = max(1, round(settings.n_simulate * count / settings.n_circuits))
+        for key, v in _simulate_check(c, y, a, lam, share, settings.sim_max_steps, gen).items():
             sim[key] += v
     r = {k: torch.cat(v) for k, v in rows.items()}
-    ones = all_ones_check(ones_z, ones_b, ones_b0, ones_sigma, ones_tau_y_ms, ones_tau_a_ms, ones_alpha)
+    ones = all_ones_check(settings.ones_z, settings.ones_b, settings.ones_b0, settings.ones_sigma,
+                          settings.ones_tau_y_ms, settings.ones_tau_a_ms, settings.ones_alpha)
     n_total = len(r["n"])
     stable = int((r["margin"] < 0).sum())
     stable_rect = int((r["margin_rect"] < 0).sum())
     summary = {
         "claim": CLAIM, "spec": "docs/equations.md, 'Jacobian at the fixed point', 'Closed-form example (all-ones "
                                 "W)', 'Steady state and divisive normalization'",
-        "params": params, "smoke": smoke, "seed": seed,
+        "params": dataclasses.asdict(settings), "smoke": smoke, "seed": seed,
         "headline": {"n_circuits": n_total, "fraction_stable": stable / n_total,
                      "worst_margin_maxRe_lambda_times_min_tau": float(r["margin"].max()),
                      "fraction_stable_rectified": stable_rect / n_total,
@@ -149,11 +148,11 @@ def run(out_dir: pathlib.Path, smoke: bool = False, seed: int = 0, n_circuits: i
                         "converged = within 1e-8 (relative) of the closed-form fixed point"},
         "all_ones_example": ones,
     }
-    return report.save(out_dir, NAME, summary, _plot(r, ones, summary), started)
+    return experiment.save(out_dir, NAME, summary, _plot(r, ones, summary), started)
 
 
 def _plot(r: dict[str, Tensor], ones: dict[str, Any], summary: dict[str, Any]):
-    fig, ax = report.figure(1, 3, width=5.2, height=4.2)
+    fig, ax = experiment.figure(1, 3, width=5.2, height=4.2)
     h = summary["headline"]
     neg = -r["margin"].numpy()
     neg_rect = -r["margin_rect"].numpy()

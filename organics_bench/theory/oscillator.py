@@ -15,18 +15,20 @@ the "certified" weights t_i = D_i y_s,i² / a_s,i used here (our construction; t
 """
 from __future__ import annotations
 
+import dataclasses
 import pathlib
 import time
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from organics_bench.theory import report
+from organics_bench.theory import experiment
 from organics_bench.theory.circuit import (DTYPE, Circuit, eigvals, fixed_point_identity, jacobian, sample_broad,
                                            simulate)
+from organics_bench.theory.settings import OscillatorSettings
 
 NAME = "oscillator"
 CLAIM = ("W_r = I linearization is a system of coupled damped oscillators I ü + B u̇ + K u = 0 whose companion "
@@ -91,7 +93,10 @@ def energy(c: Circuit, y: Tensor, a: Tensor, y_s: Tensor, a_s: Tensor, t: Tensor
     """The energy V(y, a) of the module docstring; y, a may carry an extra time axis before the neuron axis:
     (B, T, n) -> (B, T)."""
     extra = y.ndim - c.z.ndim
-    u = lambda x: x.reshape(x.shape[:-1] + (1,) * extra + x.shape[-1:])  # noqa: E731
+
+    def u(x: Tensor) -> Tensor:
+        return x.reshape(x.shape[:-1] + (1,) * extra + x.shape[-1:])
+
     w = u(t * a_s / y_s**2)
     normalization_error = u(c.tau_y / c.tau_a * a_s.sqrt()) * (y - u(y_s)) ** 2
     input_mismatch = (a.clamp_min(0).sqrt() * y - u(c.drive)) ** 2
@@ -143,22 +148,17 @@ def _findings(by_eps: dict[str, Any], pd_one: float) -> list[str]:
     return out
 
 
-@report.single_threaded
-def run(out_dir: pathlib.Path, smoke: bool = False, seed: int = 0, n_instances: int = 2000,
-        sizes: Sequence[int] = (2, 3, 5, 8, 13, 21, 34, 55), n_trajectories: int = 400, energy_size: int = 8,
-        perturbations: Sequence[float] = (0.001, 0.01, 0.1, 0.5, 1.0), max_steps: int = 6000,
-        energy_gain_range: Sequence[float] = (0.2, 5.0), energy_tau_range_ms: Sequence[float] = (1.0, 10.0),
-        energy_w_scales: Sequence[float] = (0.1, 1.0), energy_z_range: Sequence[float] = (0.1, 2.0)) -> dict[str, Any]:
-    """Check the oscillator form and energy on random W_r = I circuits; write oscillator.{json,png} to ``out_dir``;
-    return the summary."""
+@experiment.single_threaded
+def run(out_dir: pathlib.Path, smoke: bool = False, seed: int = 0, **overrides: Any) -> dict[str, Any]:
+    """Check the oscillator form and energy on random W_r = I circuits with the defaults of
+    :class:`OscillatorSettings` and ``overrides`` of them (its smoke sizes if ``smoke``); write
+    oscillator.{json,png} to ``out_dir``; return the summary."""
     started = time.perf_counter()
-    if smoke:
-        n_instances, sizes, n_trajectories, perturbations, max_steps = 60, (2, 5), 16, (0.001, 0.1), 600
-    params = {k: v for k, v in locals().items() if k not in ("out_dir", "started", "smoke", "seed")}
-    gen = report.seeded(seed)
-    per_size = max(1, n_instances // len(sizes))
+    settings = OscillatorSettings.build(overrides, smoke)
+    gen = experiment.seeded(seed)
+    per_size = max(1, settings.n_instances // len(settings.sizes))
     errs, sec, pd_one, pd_cert = [], [], [], []
-    for n in tqdm(sizes, desc=f"{NAME}: spectra", disable=smoke):
+    for n in tqdm(settings.sizes, desc=f"{NAME}: spectra", disable=smoke):
         c = sample_broad(per_size, n, gen)
         y_s, a_s = fixed_point_identity(c)
         B, K = oscillator_form(c, y_s, a_s)
@@ -169,22 +169,22 @@ def run(out_dir: pathlib.Path, smoke: bool = False, seed: int = 0, n_instances: 
         pd_cert.append(dissipation_min_eig(y_s, a_s, B, certified_weights(y_s, a_s, B)) > 0)
     err, sec = torch.cat(errs), torch.cat(sec)
     pd_one, pd_cert = torch.cat(pd_one), torch.cat(pd_cert)
-    ce = sample_broad(n_trajectories, energy_size, gen, tuple(energy_gain_range), tuple(energy_tau_range_ms),
-                      tuple(energy_w_scales), tuple(energy_z_range))
+    ce = sample_broad(settings.n_trajectories, settings.energy_size, gen, settings.energy_gain_range,
+                      settings.energy_tau_range_ms, settings.energy_w_scales, settings.energy_z_range)
     y_e, a_e = fixed_point_identity(ce.select(slice(0, 1)))
     B_e, K_e = oscillator_form(ce.select(slice(0, 1)), y_e, a_e)
-    example = (energy_size, eigvals(jacobian(ce.select(slice(0, 1)), y_e, a_e))[0] * 1000,
+    example = (settings.energy_size, eigvals(jacobian(ce.select(slice(0, 1)), y_e, a_e))[0] * 1000,
                eigvals(companion(B_e, K_e))[0] * 1000)
     by_eps, curves = {}, None
-    for eps in tqdm(perturbations, desc=f"{NAME}: energy", disable=smoke):
-        t, V = _energy_trajectories(ce, eps, max_steps, gen)
+    for eps in tqdm(settings.perturbations, desc=f"{NAME}: energy", disable=smoke):
+        t, V = _energy_trajectories(ce, eps, settings.max_steps, gen)
         by_eps[str(eps)] = {"t_i=1": _monotone_stats(V[0]), "certified_t": _monotone_stats(V[1])}
         if curves is None or abs(eps - 0.1) < abs(curves[0] - 0.1):
             curves = (eps, t, V)
-    small = by_eps[str(min(perturbations))]
+    small = by_eps[str(min(settings.perturbations))]
     summary = {
-        "claim": CLAIM, "spec": "docs/equations.md, 'Damped oscillators and energy'", "params": params,
-        "smoke": smoke, "seed": seed,
+        "claim": CLAIM, "spec": "docs/equations.md, 'Damped oscillators and energy'",
+        "params": dataclasses.asdict(settings), "smoke": smoke, "seed": seed,
         "headline": {"n_instances": len(err), "max_rel_eig_error_companion_vs_J": float(err.max()),
                      "max_rel_second_order_residual": float(sec.max()),
                      "fraction_monotone_V_t1_smallest_perturbation": small["t_i=1"]["fraction_monotone"],
@@ -196,14 +196,15 @@ def run(out_dir: pathlib.Path, smoke: bool = False, seed: int = 0, n_instances: 
         "energy_monotonicity_by_perturbation": by_eps,
         "findings": _findings(by_eps, float(pd_one.double().mean())),
         "energy_protocol": "RK4 from (y_s, a_s)(1 + eps xi), xi ~ N(0, 1), dt = 0.2/max|lambda|, "
-                           f"{energy_size}-unit circuits; monotone = V(t_k+1) - V(t_k) <= 1e-9 V(0) at all samples",
+                           f"{settings.energy_size}-unit circuits; monotone = V(t_k+1) - V(t_k) <= 1e-9 V(0) at all "
+                           "samples",
     }
-    return report.save(out_dir, NAME, summary, _plot(example, curves, by_eps, summary), started)
+    return experiment.save(out_dir, NAME, summary, _plot(example, curves, by_eps, summary), started)
 
 
 def _plot(example: tuple[int, Tensor, Tensor], curves: tuple[float, Tensor, Tensor], by_eps: dict[str, Any],
           summary: dict[str, Any]):
-    fig, ax = report.figure(2, 2, width=6.0, height=4.3)
+    fig, ax = experiment.figure(2, 2, width=6.0, height=4.3)
     n, lam_J, lam_C = example
     h = summary["headline"]
     ax[0, 0].scatter(lam_J.real, lam_J.imag, s=90, facecolors="none", edgecolors="C0", label="eig(J), 2n×2n Jacobian")

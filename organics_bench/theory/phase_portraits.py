@@ -3,6 +3,7 @@ from the quartic, their stability, phase portraits of Fig. 1 (a-f) and Fig. 3, a
 a stable fixed point always exists."""
 from __future__ import annotations
 
+import dataclasses
 import math
 import pathlib
 import time
@@ -12,32 +13,22 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from organics_bench.theory import report
+from organics_bench.theory import experiment
 from organics_bench.theory.circuit import DTYPE, Circuit, eigvals, jacobian, residual, simulate, vector_field
+from organics_bench.theory.settings import PhasePortraitsSettings
 
 NAME = "phase_portraits"
 CLAIM = ("2-D ORGaNICs has a stable fixed point for any w_r > 0 and any parameters; Fig. 1 a-c fixed points "
          "(0.898, 0.0129), (0.998, 0.563), (0.417, 1.210) with λ = -0.188±0.057i, -0.126±0.599i, -0.507±0.295i "
          "per ms (docs/equations.md, 'Two-dimensional model')")
 
-_FIG1 = dict(b=0.5, w=1.0, z=1.0, tau_y=2.0, tau_a=2.0)
-PANELS: tuple[dict[str, Any], ...] = (
-    dict(name="1a", rectified=False, w_r=0.5, b0=0.5, sigma=0.1, **_FIG1),
-    dict(name="1b", rectified=False, w_r=2.0, b0=0.5, sigma=0.1, **_FIG1),
-    dict(name="1c", rectified=False, w_r=2.0, b0=1.0, sigma=1.0, **_FIG1),
-    dict(name="1d", rectified=True, w_r=0.5, b0=0.5, sigma=0.1, **_FIG1),
-    dict(name="1e", rectified=True, w_r=2.0, b0=0.5, sigma=0.1, **_FIG1),
-    dict(name="1f", rectified=True, w_r=2.0, b0=1.0, sigma=1.0, **_FIG1),
-    dict(name="3a", rectified=True, w_r=1.0, b0=0.5, sigma=0.1, b=0.5, w=1.0, z=1.0, tau_y=2.0, tau_a=2.0),
-    dict(name="3b", rectified=True, w_r=1.0, b0=0.5, sigma=0.1, b=0.5, w=1.0, z=1.0, tau_y=2.0, tau_a=10.0),
-    dict(name="3c", rectified=True, w_r=1.0, b0=0.5, sigma=0.1, b=0.5, w=1.0, z=1.0, tau_y=10.0, tau_a=2.0),
-)
-_KEYS = ("w_r", "b0", "sigma", "b", "w", "z", "tau_y", "tau_a")
-
 
 def circuit_2d(p: Mapping[str, float], batch: int = 1) -> Circuit:
     """``batch`` copies of the 2-D circuit with parameters ``p`` (keys w_r, b0, sigma, b, w, z, tau_y, tau_a)."""
-    v = lambda key: torch.full((batch, 1), float(p[key]), dtype=DTYPE)  # noqa: E731
+
+    def v(key: str) -> torch.Tensor:
+        return torch.full((batch, 1), float(p[key]), dtype=DTYPE)
+
     return Circuit(W=v("w")[..., None], b=v("b"), b0=v("b0"), sigma=v("sigma"), tau_y=v("tau_y"),
                    tau_a=v("tau_a"), z=v("z"), Wr=v("w_r")[..., None])
 
@@ -178,24 +169,22 @@ DOCUMENTED_FIG1 = {
 }
 
 
-@report.single_threaded
-def run(out_dir: pathlib.Path, smoke: bool = False, seed: int = 0, panels: Sequence[Mapping[str, Any]] = PANELS,
-        grid: int = 100, n_random: int = 5000, traj_steps: int = 1500) -> dict[str, Any]:
-    """Fixed points, eigenvalues and phase portraits; write phase_portraits.{json,png}; return the summary."""
+@experiment.single_threaded
+def run(out_dir: pathlib.Path, smoke: bool = False, seed: int = 0, **overrides: Any) -> dict[str, Any]:
+    """Fixed points, eigenvalues and phase portraits with the defaults of :class:`PhasePortraitsSettings` and
+    ``overrides`` of them (its smoke sizes if ``smoke``); write phase_portraits.{json,png}; return the summary."""
     started = time.perf_counter()
-    if smoke:
-        grid, n_random, traj_steps = 20, 20, 50
-    params = {"panels": panels, "grid": grid, "n_random": n_random, "traj_steps": traj_steps}
-    panels = [dict(p) for p in panels]
+    settings = PhasePortraitsSettings.build(overrides, smoke)
+    panels = settings.panels
     results = {p["name"]: fixed_points(p, p["rectified"]) for p in panels}
     gen = np.random.default_rng(seed)
-    sweeps = {key: regime_sweep(n_random, gen, fig1) for key, fig1 in
+    sweeps = {key: regime_sweep(settings.n_random, gen, fig1) for key, fig1 in
               tqdm((("fig1_inputs", True), ("any_inputs", False)), desc=NAME, disable=smoke)}
     spec = _check_spec(results, {k: v for k, v in DOCUMENTED_FIG1.items() if k in results})
     every_panel_stable = all(any(q["stable"] for q in pts) for pts in results.values())
     summary = {
-        "claim": CLAIM, "spec": "docs/equations.md, 'Two-dimensional model'", "params": params, "smoke": smoke,
-        "seed": seed,
+        "claim": CLAIM, "spec": "docs/equations.md, 'Two-dimensional model'", "params": dataclasses.asdict(settings),
+        "smoke": smoke, "seed": seed,
         "headline": {"spec_values_match": all(v["match"] for v in spec.values()),
                      "every_panel_has_stable_fixed_point": every_panel_stable,
                      "random_fraction_with_stable_fixed_point": min(s["fraction_has_stable"] for s in sweeps.values()),
@@ -213,9 +202,9 @@ def run(out_dir: pathlib.Path, smoke: bool = False, seed: int = 0, panels: Seque
                 "-0.126 ± 0.599i; the computed value is -0.12639 ± 0.59849i (a rounding difference).",
     }
     ncols = 3
-    fig, ax = report.figure(math.ceil(len(panels) / ncols), ncols, width=5.6, height=4.6)
+    fig, ax = experiment.figure(math.ceil(len(panels) / ncols), ncols, width=5.6, height=4.6)
     for i, p in enumerate(panels):
-        _panel(ax.flat[i], p, results[p["name"]], grid, traj_steps, 0.5 if smoke else 1.1)
+        _panel(ax.flat[i], p, results[p["name"]], settings.grid, settings.traj_steps, settings.stream_density)
     for extra in ax.flat[len(panels):]:
         extra.set_visible(False)
-    return report.save(out_dir, NAME, summary, fig, started)
+    return experiment.save(out_dir, NAME, summary, fig, started)

@@ -1,6 +1,6 @@
 """Stabilized supralinear network (SSN), the contrast model: τ_i dr_i/dt = -r_i + k ⌊Σ_j W_ij r_j + h_i⌋^n.
 
-Batched like :mod:`organics_bench.theory.circuit`: r, h, tau (..., N), W (..., N, N); time in ms, rates in Hz.
+Batched like :mod:`organics_bench.theory.circuit`: r, h, tau (..., N), W (..., N, N); time in ms, firing rates in Hz.
 """
 from __future__ import annotations
 
@@ -45,7 +45,7 @@ def sample_ssn(batch: int, n_e: int, n_i: int, gen: torch.Generator, spread: flo
 
 @dataclass
 class SSNResult:
-    """Final rates and per-circuit flags of :func:`simulate_ssn`."""
+    """Final firing rates and per-circuit flags of :func:`simulate_ssn`."""
 
     r: Tensor
     residual: Tensor
@@ -56,11 +56,14 @@ class SSNResult:
 
 def simulate_ssn(W: Tensor, h: Tensor, tau: Tensor, dt: float, n_steps: int, k: float = 0.04, n: float = 2.0,
                  tol: float = 1e-8, blowup: float = 1e4, check_every: int = 200) -> SSNResult:
-    """Euler from r = 0; diverged = non-finite or a rate above ``blowup`` Hz (frozen there); stops early when every
-    circuit has converged (relative residual max|τ dr/dt| / (1 + max r) < tol) or diverged."""
+    """Euler from r = 0; diverged = non-finite or a firing rate above ``blowup`` Hz (frozen there); stops early when
+    every circuit has converged (relative residual max|τ dr/dt| / (1 + max r) < tol) or diverged."""
     r = torch.zeros_like(h)
     diverged = torch.zeros(h.shape[:-1], dtype=torch.bool)
-    res = lambda x: (ssn_vector_field(x, W, h, tau, k, n) * tau).abs().amax(-1) / (1 + x.abs().amax(-1))  # noqa: E731
+
+    def res(x: Tensor) -> Tensor:
+        return (ssn_vector_field(x, W, h, tau, k, n) * tau).abs().amax(-1) / (1 + x.abs().amax(-1))
+
     step = 0
     for step in range(1, n_steps + 1):
         r_new = r + dt * ssn_vector_field(r, W, h, tau, k, n)

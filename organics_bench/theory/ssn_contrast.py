@@ -11,8 +11,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from organics_bench.theory import report
+from organics_bench.theory import experiment
 from organics_bench.theory.circuit import eigvals, fixed_point_identity, jacobian, max_real_eig, sample_unit
+from organics_bench.theory.settings import SSNContrastSettings
 from organics_bench.theory.ssn import sample_ssn, simulate_ssn, ssn_jacobian
 
 NAME = "ssn_contrast"
@@ -53,42 +54,41 @@ def organics_margins(n_circuits: int, n: int, inputs: Sequence[float], gen: torc
     return torch.stack(rows)
 
 
-@report.single_threaded
-def run(out_dir: pathlib.Path, smoke: bool = False, seed: int = 0, n_circuits: int = 200, n_e: int = 40,
-        n_i: int = 10, spread: float = 0.3, k: float = 0.04, power: float = 2.0, tau_e_ms: float = 20.0,
-        tau_i_ms: float = 10.0, inputs: Sequence[float] = (1.0, 2.0, 5.0, 10.0, 20.0, 40.0, 80.0),
-        dt_ms: float = 0.5, t_max_ms: float = 2000.0) -> dict[str, Any]:
-    """Fraction of stable SSNs and ORGaNICs vs input strength; write ssn_contrast.{json,png}; return the summary."""
+@experiment.single_threaded
+def run(out_dir: pathlib.Path, smoke: bool = False, seed: int = 0, **overrides: Any) -> dict[str, Any]:
+    """Fraction of stable SSNs and ORGaNICs vs input strength, with the defaults of :class:`SSNContrastSettings` and
+    ``overrides`` of them (its smoke sizes if ``smoke``); write ssn_contrast.{json,png}; return the summary."""
     started = time.perf_counter()
-    if smoke:
-        n_circuits, n_e, n_i, inputs, t_max_ms = 12, 8, 2, (1.0, 20.0), 1000.0
-    params = {k_: v for k_, v in locals().items() if k_ not in ("out_dir", "started", "smoke", "seed")}
-    gen = report.seeded(seed)
-    W = sample_ssn(n_circuits, n_e, n_i, gen, spread)
-    tau = torch.cat([torch.full((n_e,), tau_e_ms), torch.full((n_i,), tau_i_ms)]).to(W.dtype).expand(n_circuits, -1)
-    ssn = ssn_outcomes(W, tau, inputs, dt_ms, t_max_ms, k, power)
-    org = organics_margins(n_circuits, n_e + n_i, inputs, gen)
+    settings = SSNContrastSettings.build(overrides, smoke)
+    n_e, n_i, inputs = settings.n_e, settings.n_i, settings.inputs
+    gen = experiment.seeded(seed)
+    W = sample_ssn(settings.n_circuits, n_e, n_i, gen, settings.spread)
+    tau = torch.cat([torch.full((n_e,), settings.tau_e_ms), torch.full((n_i,), settings.tau_i_ms)]).to(W.dtype)
+    ssn = ssn_outcomes(W, tau.expand(settings.n_circuits, -1), inputs, settings.dt_ms, settings.t_max_ms, settings.k,
+                       settings.power)
+    org = organics_margins(settings.n_circuits, n_e + n_i, inputs, gen)
     org_frac = (org < 0).double().mean(-1)
     summary = {
         "claim": CLAIM, "spec": "docs/equations.md, 'Jacobian at the fixed point' (ORGaNICs); "
-                "docs/protocols.md, 'Stabilized supralinear networks' (SSN)", "params": params, "smoke": smoke,
-        "seed": seed,
+                "docs/protocols.md, 'Stabilized supralinear networks' (SSN)", "params": dataclasses.asdict(settings),
+        "smoke": smoke, "seed": seed,
         "headline": {"ssn_fraction_stable_by_input": dict(zip(map(str, inputs), ssn["fraction_stable"].tolist())),
                      "organics_fraction_stable_by_input": dict(zip(map(str, inputs), org_frac.tolist()))},
         "claim_holds": bool(org_frac.min() == 1.0 and ssn["fraction_stable"][-1] < ssn["fraction_stable"][0]),
         "ssn": {key: v for key, v in ssn.items() if key != "max_real_lambda_times_tau_e"},
         "organics_worst_margin_by_input": org.amax(-1),
-        "protocol": f"SSN: {n_e} E + {n_i} I neurons, Dale's law, J_ab = Ahmadian-2013 values x 10^U(±{spread}), "
-                    f"W_ij = ±J_ab U(0.5, 1.5)/N_b, k = {k}, n = {power}, τ_E = {tau_e_ms} ms, τ_I = {tau_i_ms} ms, "
-                    f"uniform input h; Euler dt = {dt_ms} ms from r = 0 for up to {t_max_ms} ms; stable = converged "
+        "protocol": f"SSN: {n_e} E + {n_i} I neurons, Dale's law, J_ab = Ahmadian-2013 values x "
+                    f"10^U(±{settings.spread}), W_ij = ±J_ab U(0.5, 1.5)/N_b, k = {settings.k}, n = {settings.power}, "
+                    f"τ_E = {settings.tau_e_ms} ms, τ_I = {settings.tau_i_ms} ms, uniform input h; Euler dt = "
+                    f"{settings.dt_ms} ms from r = 0 for up to {settings.t_max_ms} ms; stable = converged "
                     "and max Re λ(J) < 0; diverged = a rate above 1e4 Hz. ORGaNICs: Fig. 4 sampler with W_r = I and "
                     "z scaled to ||z|| = h, closed-form fixed point.",
     }
-    return report.save(out_dir, NAME, summary, _plot(ssn, org, inputs, W[0], n_e), started)
+    return experiment.save(out_dir, NAME, summary, _plot(ssn, org, inputs, W[0], n_e), started)
 
 
 def _plot(ssn: dict[str, Any], org: Tensor, inputs: Sequence[float], W0: Tensor, n_e: int):
-    fig, ax = report.figure(1, 3, width=5.2, height=4.3)
+    fig, ax = experiment.figure(1, 3, width=5.2, height=4.3)
     x = np.array(inputs)
     ax[0, 0].plot(x, 100 * ssn["fraction_stable"].numpy(), "o-", color="C3", label="SSN: stable fixed point")
     ax[0, 0].plot(x, 100 * ssn["fraction_diverged"].numpy(), "s--", color="C3", alpha=0.6, label="SSN: runaway")

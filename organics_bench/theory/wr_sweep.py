@@ -2,19 +2,21 @@
 a stable fixed point vs the bound s on σ_max(W_r) and vs circuit size."""
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import pathlib
 import time
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from organics_bench.theory import report
+from organics_bench.theory import experiment
 from organics_bench.theory.circuit import (Circuit, jacobian, max_real_eig, newton_polish, residual, sample_unit,
                                            simulate)
+from organics_bench.theory.settings import WrSweepSettings
 
 NAME = "wr_sweep"
 CLAIM = ("With ||z|| = 1 and σ_max(W_r) <= 1 every random circuit reaches a stable fixed point; still 100% at "
@@ -69,43 +71,42 @@ def _diagnose(c: Circuit, y: Tensor, a: Tensor) -> dict[str, Any]:
             "found_and_stable": int((lam < 0).sum()), "max_real_lambda_per_ms": lam}
 
 
-@report.single_threaded
-def run(out_dir: pathlib.Path, smoke: bool = False, seed: int = 0, bounds: Sequence[float] = (1.0, 2.0, 3.0),
-        sizes: Sequence[int] = (10, 32, 64), n_trials: int = 200, dt_frac: float = 0.05, t_frac: float = 200.0,
-        init: float = 0.01, tol: float = 1e-5) -> dict[str, Any]:
-    """Sweep (bound, size); write wr_sweep.{json,png} to ``out_dir``; return the summary."""
+@experiment.single_threaded
+def run(out_dir: pathlib.Path, smoke: bool = False, seed: int = 0, **overrides: Any) -> dict[str, Any]:
+    """Sweep (bound, size) with the defaults of :class:`WrSweepSettings` and ``overrides`` of them (its smoke sizes
+    if ``smoke``); write wr_sweep.{json,png} to ``out_dir``; return the summary."""
     started = time.perf_counter()
-    if smoke:
-        bounds, sizes, n_trials, t_frac = (1.0, 3.0), (6,), 16, 100.0
-    params = {k: v for k, v in locals().items() if k not in ("out_dir", "started", "smoke", "seed")}
-    gen = report.seeded(seed)
-    cells = [classify(n_trials, n, float(s), gen, dt_frac, t_frac, init, tol)
-             for s, n in tqdm(list(itertools.product(bounds, sizes)), desc=NAME, disable=smoke)]
-    by_bound = {str(s): min(r["fraction_stable"] for r in cells if r["bound"] == s) for s in bounds}
+    settings = WrSweepSettings.build(overrides, smoke)
+    gen = experiment.seeded(seed)
+    cells = [classify(settings.n_trials, n, float(s), gen, settings.dt_frac, settings.t_frac, settings.init,
+                      settings.tol)
+             for s, n in tqdm(list(itertools.product(settings.bounds, settings.sizes)), desc=NAME, disable=smoke)]
+    by_bound = {str(s): min(r["fraction_stable"] for r in cells if r["bound"] == s) for s in settings.bounds}
     table = [{k: v for k, v in r.items() if k != "max_real_lambda_times_tau"} for r in cells]
     summary = {
-        "claim": CLAIM, "spec": "docs/equations.md, 'Generic W_r conjecture'", "params": params, "smoke": smoke,
-        "seed": seed,
+        "claim": CLAIM, "spec": "docs/equations.md, 'Generic W_r conjecture'", "params": dataclasses.asdict(settings),
+        "smoke": smoke, "seed": seed,
         "headline": {"min_fraction_stable_by_bound": by_bound,
                      "fraction_stable": {f"s={r['bound']:g},N={r['n']}": r["fraction_stable"] for r in cells},
                      "fraction_stable_incl_slow": {f"s={r['bound']:g},N={r['n']}": r["fraction_stable_incl_slow"]
                                                    for r in cells}},
-        "claim_holds": all(by_bound[str(s)] == 1.0 for s in bounds if s <= 1.0),
-        "claim_holds_at_bound_2": all(by_bound[str(s)] == 1.0 for s in bounds if s <= 2.0),
+        "claim_holds": all(by_bound[str(s)] == 1.0 for s in settings.bounds if s <= 1.0),
+        "claim_holds_at_bound_2": all(by_bound[str(s)] == 1.0 for s in settings.bounds if s <= 2.0),
         "cells": table,
         "protocol": "b, b0, σ ~ U(0,1)^N; τ_y = τ_a = 2 ms; W ~ U(0,1)^{N×N}; W_r = s·G/σ_max(G), G ~ N(0,1); "
-                    "z = g/||g||; Euler dt = 0.05 τ, T = 200 τ from y = a = 0.01; converged = relative ODE "
-                    "residual < tol; stable = converged and max Re λ(J) < 0 (main model, J with W_r). "
-                    "not_converged_diagnosis: Newton from the last state finds the fixed point the trajectory "
-                    "approaches or circles: max Re λ < 0 there means slow convergence (counted in "
-                    "fraction_stable_incl_slow), > 0 a sustained oscillation around an unstable fixed point.",
+                    f"z = g/||g||; Euler dt = {settings.dt_frac:g} τ, T = {settings.t_frac:g} τ from y = a = "
+                    f"{settings.init:g}; converged = relative ODE residual < {settings.tol:g}; stable = converged and "
+                    "max Re λ(J) < 0 (main model, J with W_r). not_converged_diagnosis: Newton from the last state "
+                    "finds the fixed point the trajectory approaches or circles: max Re λ < 0 there means slow "
+                    "convergence (counted in fraction_stable_incl_slow), > 0 a sustained oscillation around an "
+                    "unstable fixed point.",
     }
-    return report.save(out_dir, NAME, summary, _plot(cells, bounds, sizes), started)
+    return experiment.save(out_dir, NAME, summary, _plot(cells, settings), started)
 
 
-def _plot(cells: list[dict[str, Any]], bounds: Sequence[float], sizes: Sequence[int]):
-    fig, ax = report.figure(1, 3, width=5.2, height=4.3)
-    for i, n in enumerate(sizes):
+def _plot(cells: list[dict[str, Any]], settings: WrSweepSettings):
+    fig, ax = experiment.figure(1, 3, width=5.2, height=4.3)
+    for i, n in enumerate(settings.sizes):
         rows = [r for r in cells if r["n"] == n]
         f = np.array([r["fraction_stable"] for r in rows])
         se = np.sqrt(np.maximum(f * (1 - f), 0.25 / rows[0]["trials"]) / rows[0]["trials"])
@@ -114,7 +115,7 @@ def _plot(cells: list[dict[str, Any]], bounds: Sequence[float], sizes: Sequence[
         ax[0, 0].plot([r["bound"] for r in rows], [100 * r["fraction_stable_incl_slow"] for r in rows], ":",
                       color=f"C{i}")
     ax[0, 0].plot([], [], "k:", label="dotted: counting slow convergers as stable")
-    ax[0, 0].set(xticks=list(bounds), xlabel="bound s on the largest singular value of W_r",
+    ax[0, 0].set(xticks=list(settings.bounds), xlabel="bound s on the largest singular value of W_r",
                  ylabel="circuits reaching a stable fixed point (%)",
                  title="Stability vs σ_max(W_r) (||z|| = 1)\nclaim: 100% at s = 1 and 2, breaks at 3")
     ax[0, 0].legend()
@@ -127,9 +128,9 @@ def _plot(cells: list[dict[str, Any]], bounds: Sequence[float], sizes: Sequence[
     ax[0, 1].set_ylim(0.8 * cells[0]["trials"], 1.02 * cells[0]["trials"])
     ax[0, 1].set_xticks(np.arange(len(cells)), labels, fontsize=7)
     ax[0, 1].set(ylabel="number of circuits (axis starts at 80%)",
-                 title="Outcome of each simulation (Euler, T = 200 τ)")
+                 title=f"Outcome of each simulation (Euler, T = {settings.t_frac:g} τ)")
     ax[0, 1].legend(fontsize=7.5, loc="lower left", framealpha=0.95)
-    for i, s in enumerate(bounds):
+    for i, s in enumerate(settings.bounds):
         lam = torch.cat([r["max_real_lambda_times_tau"] for r in cells if r["bound"] == s]).numpy()
         if len(lam):
             ax[0, 2].hist(lam, bins=40, histtype="step", lw=1.5, color=f"C{i}",

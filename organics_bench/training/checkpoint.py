@@ -14,6 +14,8 @@ from organics_bench.training.records import NOT_BEHAVIOUR
 
 # Config sections a resumed run takes from the command line: where it reads and writes, what it logs and measures.
 FREE_SECTIONS = ("paths", "logger", "diagnostics")
+# Config groups whose stored node replaces the command line's whole: merged, another task's or model's keys would stay
+REPLACED_SECTIONS = ("model", "task", "optimizer", "scheduler")
 
 
 def save_checkpoint(payload: dict, path: Path) -> None:
@@ -86,11 +88,14 @@ def stored_config(cfg: DictConfig, payload: dict) -> DictConfig:
         merged[section] = current[section]
     for section, keys in NOT_BEHAVIOUR.items():
         for key in keys:
-            if key in current[section]:
+            if key in current[section] and key in merged[section]:
                 merged[section][key] = current[section][key]
     for key in ("mode", "resume", "checkpoint", "publish"):
         merged[key] = current.get(key)
-    return OmegaConf.merge(current, merged)
+    result = OmegaConf.merge(current, merged)  # keys added to the configs since the run keep their defaults
+    for section in REPLACED_SECTIONS:  # the run's choice of model, task, ...: not merged into today's default one
+        result[section] = merged[section]
+    return result
 
 
 def _is_free(key: str) -> bool:

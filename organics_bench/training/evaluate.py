@@ -12,11 +12,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from organics_bench.config_checks import construct
 from organics_bench.errors import UserError
-from organics_bench.io import copy_atomic, write_json_atomic
+from organics_bench.io import write_json_atomic
 from organics_bench.models.build import build_model
 from organics_bench.training.checkpoint import check_compatible, load_checkpoint, stored_config
 from organics_bench.training.placement import resolve_device, resolve_threads
-from organics_bench.training.records import config_hash, environment, git_revision
+from organics_bench.training.records import config_hash, provenance, publish_evaluation
 from organics_bench.training.trainer import evaluate_split
 
 
@@ -51,16 +51,13 @@ def evaluate(cfg: DictConfig) -> dict:
         "experiment": cfg.experiment_name, "seed": cfg.seed, "config_hash": config_hash(resolved),
         "metrics": {f"{name}/{kind}": value for name, (loss, acc) in measured.items()
                     for kind, value in (("loss", loss), ("acc", acc))},
-        "command": " ".join(["organics-bench", *HydraConfig.get().overrides.task]),
-        "git_revision": git_revision(Path(__file__).resolve().parent), "env": environment(str(device)),
+        **provenance(HydraConfig.get().overrides.task, str(device)),
         "config": resolved,
     }
     out = Path(HydraConfig.get().runtime.output_dir) / "evaluation.json"
     write_json_atomic(record, out)
     if cfg.publish and cfg.paths.results_dir:
-        target = (Path(cfg.paths.results_dir) / "runs" / cfg.experiment_name / model_name / record["config_hash"]
-                  / f"seed{cfg.seed}.evaluation.{path.stem}.json")
-        copy_atomic(out, target)
+        publish_evaluation(out, Path(cfg.paths.results_dir), record, path.stem)
     metrics = record["metrics"]
     print(f"evaluated {path} (epoch {record['epoch']}): val acc {metrics['val/acc']:.4f}, test acc "
           f"{metrics['test/acc']:.4f}; record {out}")

@@ -1,4 +1,5 @@
-"""The results record of a run: what was run, where, on what, and what came out (schema of DESIGN.md)."""
+"""Results and where they go: a training run's record (`RunRecord`), the provenance every result carries, and
+publishing runs, evaluations and theory experiments into results/ (docs/runs.md)."""
 from __future__ import annotations
 
 import hashlib
@@ -6,14 +7,21 @@ import json
 import platform
 import subprocess
 import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import torch
 from omegaconf import DictConfig, OmegaConf
+from torch import nn
 
 from organics_bench.io import copy_atomic, write_json_atomic
+from organics_bench.models.base import count_trainable
+from organics_bench.tasks.base import SummarizesExtraTests, TaskData
 
 SCHEMA_VERSION = 1
+PACKAGE_DIR = Path(__file__).resolve().parents[1]
 # What a run computes: these config sections, less the keys that only say where or how fast it runs or what extra it
 # keeps (the model's engines and solvers are tested to give the same numbers as their reference forms).
 BEHAVIOUR_SECTIONS = ("model", "task", "trainer", "optimizer", "scheduler")
@@ -73,39 +81,111 @@ def _flushes_denormals() -> bool:
     return torch.tensor([1e-39], dtype=torch.float32).mul(1.0).item() == 0.0
 
 
-def build_record(*, identity: dict, summary: dict, n_params: int, epochs_planned: int, command: str,
-                 git: str, env: dict, task_record: dict, config: dict) -> dict:
-    return {
-        "schema_version": SCHEMA_VERSION,
-        **identity,
-        **summary,
-        "n_params": n_params,
-        "epochs_planned": epochs_planned,
-        "command": command,
-        "git_revision": git,
-        "env": env,
-        "data": task_record,
-        "config_hash": config_hash(config),
-        "config": config,
-    }
+@dataclass
+class RunRecord:
+    """The results record of one training run (metrics.json; schema in docs/runs.md): who the run is, what produced
+    it, and what came out. Built once per run (`for_job`); the trainer writes it with its summary after every epoch
+    and at the end; `publish` copies it, with the run's history and figures, into results/."""
+
+    experiment: str
+    model: str
+    task: str
+    seed: int
+    config: dict
+    provenance: dict
+    n_params: int
+    epochs_planned: int
+    data: dict = field(default_factory=dict)
+    summarize_extra_tests: Callable[[dict[str, float]], dict] | None = field(default=None, repr=False)
+
+    @classmethod
+    def for_job(cls, config: dict, model_name: str, model: nn.Module, task: object, data: TaskData,
+                provenance: dict) -> RunRecord:
+        """The record of the job `config` (resolved) training `model` on `task`'s `data`."""
+        spec = task.spec
+        return cls(experiment=config["experiment_name"], model=model_name, task=config["task"]["name"],
+                   seed=config["seed"], config=config, provenance=provenance, n_params=count_trainable(model),
+                   epochs_planned=config["trainer"]["epochs"],
+                   data={"spec": vars(spec) | {"metrics": list(spec.metrics), "input_shape": list(spec.input_shape)},
+                         **data.record},
+                   summarize_extra_tests=task.summarize if isinstance(task, SummarizesExtraTests) else None)
+
+    @cached_property
+    def checkpoint_identity(self) -> dict:
+        """What every checkpoint of the run carries to be resumed or evaluated: model, task, resolved config."""
+        return {"model_name": self.model, "task_name": self.task,
+                "config_yaml": OmegaConf.to_yaml(OmegaConf.create(self.config))}
+
+    def as_dict(self, summary: dict) -> dict:
+        """The record with the trainer's `summary` (status, metrics, gradient norms, times) filled in."""
+        if summary.get("extra_tests") and self.summarize_extra_tests:
+            summary = summary | {"extra_tests": self.summarize_extra_tests(summary["extra_tests"])}
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "task": self.task, "model": self.model, "experiment": self.experiment, "seed": self.seed,
+            **summary,
+            "n_params": self.n_params,
+            "epochs_planned": self.epochs_planned,
+            "command": self.provenance["command"],
+            "git_revision": self.provenance["git_revision"],
+            "env": self.provenance["env"],
+            "data": self.data,
+            "config_hash": config_hash(self.config),
+            "config": self.config,
+        }
+
+    def write(self, run_dir: Path, summary: dict) -> dict:
+        """Write metrics.json (atomically) into `run_dir`; returns the record written."""
+        record = self.as_dict(summary)
+        write_json_atomic(record, run_dir / "metrics.json")
+        return record
+
+
+def provenance(overrides: Sequence[str], device: str) -> dict:
+    """What produced a result: the command that repeats it, the code's git revision, software and hardware."""
+    return {"command": " ".join(["organics-bench", *overrides]), "git_revision": git_revision(PACKAGE_DIR),
+            "env": environment(device)}
+
+
+def run_results_dir(results_dir: Path, experiment: str, model: str, config_hash_: str) -> Path:
+    """results/runs/<experiment>/<model>/<config_hash>/: runs of different configs never overwrite each other."""
+    return results_dir / "runs" / experiment / model / config_hash_
 
 
 def publish(run_dir: Path, results_dir: Path, record: dict) -> Path:
-    """Copy a run's record, history and figures to results/runs/<experiment>/<model>/<config_hash>/seed<k>.*: runs
-    of different configs never overwrite each other. Files a run did not get to write (a divergence in its first
-    epoch has no history.csv) are left out."""
-    target = results_dir / "runs" / record["experiment"] / record["model"] / record["config_hash"]
+    """Copy a run's record, history and figures to `run_results_dir` as seed<k>.*. Files a run did not get to write
+    (a divergence in its first epoch has no history.csv) are left out."""
+    target = run_results_dir(results_dir, record["experiment"], record["model"], record["config_hash"])
     seed = record["seed"]
     copies = [(run_dir / "metrics.json", f"seed{seed}.json"), (run_dir / "history.csv", f"seed{seed}.history.csv"),
               (run_dir / "steady_state_spectra.json", f"seed{seed}.steady_state_spectra.json")]
     copies += [(figure, f"seed{seed}.{figure.name}") for figure in sorted((run_dir / "figures").glob("*.png"))]
-    for source, name in copies:
-        if source.exists():
-            copy_atomic(source, target / name)
+    _copy_existing(copies, target)
     diagnostics = collect_diagnostics(run_dir)
     if diagnostics["spectra"] or diagnostics["gradient_flow"]:
         write_json_atomic(diagnostics, target / f"seed{seed}.diagnostics.json")
     return target / f"seed{seed}.json"
+
+
+def publish_evaluation(evaluation: Path, results_dir: Path, record: dict, checkpoint_name: str) -> Path:
+    """Copy an evaluation.json beside its run's record, as seed<k>.evaluation.<best|last|epoch_k>.json."""
+    target = run_results_dir(results_dir, record["experiment"], record["model"], record["config_hash"])
+    name = f"seed{record['seed']}.evaluation.{checkpoint_name}.json"
+    _copy_existing([(evaluation, name)], target)
+    return target / name
+
+
+def publish_theory(out_dir: Path, results_dir: Path, name: str) -> Path:
+    """Copy a theory experiment's JSON and figures to results/theory/<name>/."""
+    target = results_dir / "theory" / name
+    _copy_existing([(p, p.name) for p in sorted(out_dir.glob("*.json")) + sorted(out_dir.glob("*.png"))], target)
+    return target
+
+
+def _copy_existing(copies: list[tuple[Path, str]], target: Path) -> None:
+    for source, name in copies:
+        if source.exists():
+            copy_atomic(source, target / name)
 
 
 def collect_diagnostics(run_dir: Path) -> dict[str, list[dict]]:

@@ -11,7 +11,6 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -23,6 +22,7 @@ from organics_bench.diagnostics.runner import Diagnostics
 from organics_bench.tasks.base import Split, TaskData
 from organics_bench.training.checkpoint import save_checkpoint
 from organics_bench.training.placement import resolve_device
+from organics_bench.training.records import RunRecord
 from organics_bench.training.sinks import CsvLog, WandbSink
 
 log = logging.getLogger(__name__)
@@ -56,9 +56,7 @@ class Trainer:
 
     def __init__(self, model: nn.Module, data: TaskData, optimizer: torch.optim.Optimizer,
                  scheduler: torch.optim.lr_scheduler.LRScheduler, settings: TrainerSettings, run_dir: Path,
-                 seed: int, identity: dict, wandb_sink: WandbSink | None = None,
-                 write_record: Callable[[dict], None] | None = None,
-                 summarize_extra_tests: Callable[[dict[str, float]], dict] | None = None,
+                 record: RunRecord, wandb_sink: WandbSink | None = None,
                  diagnostics: Diagnostics | None = None) -> None:
         self.model, self.optimizer, self.scheduler, self.settings = model, optimizer, scheduler, settings
         self.device = torch.device(resolve_device(settings.device))
@@ -66,10 +64,8 @@ class Trainer:
         self.train, self.val, self.test = (self._to_device(s) for s in (data.train, data.val, data.test))
         self.extra_tests = {name: self._to_device(split) for name, split in data.extra_tests.items()}
         self.curriculum = data.curriculum
-        self.summarize_extra_tests = summarize_extra_tests
         self.diagnostics = diagnostics
-        self.seed, self.identity, self.wandb = seed, identity, wandb_sink
-        self.write_record = write_record or (lambda record: None)
+        self.record, self.run_dir, self.seed, self.wandb = record, run_dir, record.seed, wandb_sink
         self.ckpt_dir = run_dir / "checkpoints"
         self.ckpt_dir.mkdir(parents=True, exist_ok=True)
         self.history_log, self.steps_log = CsvLog(run_dir / "history.csv"), CsvLog(run_dir / "steps.csv")
@@ -103,7 +99,7 @@ class Trainer:
             self._save_best(self.best_val_acc)
 
     def fit(self) -> dict:
-        """Train until `settings.epochs`; returns the run summary (also passed to `write_record` every epoch)."""
+        """Train until `settings.epochs`; returns the run summary (also written into the record every epoch)."""
         try:
             with logging_redirect_tqdm():
                 if self.diagnostics and self.global_step == 0:
@@ -126,7 +122,7 @@ class Trainer:
                 self.status = "failed"
             self._final_evaluation()
             summary = self.summary()
-            self.write_record(summary)
+            self.record.write(self.run_dir, summary)
         return summary
 
     def summary(self) -> dict:
@@ -147,7 +143,7 @@ class Trainer:
                 "final_train/loss": last.get("train_loss"),
                 "final_val/acc": last.get("val_acc"),
             },
-            **self._extra_test_summary(),
+            **({"extra_tests": dict(self.extra_test_acc)} if self.extra_test_acc else {}),
             "grad_norm": {
                 "max": finite.max().item() if len(finite) else None,
                 "p99": finite.quantile(0.99).item() if len(finite) else None,
@@ -194,9 +190,9 @@ class Trainer:
             self._save_best(val_acc)
         self._save_last()
         if self.settings.keep_epochs_from and self.epoch >= self.settings.keep_epochs_from:
-            save_checkpoint({**self._identity(), "epoch": self.epoch, "val_acc": val_acc,
+            save_checkpoint({**self.record.checkpoint_identity, "epoch": self.epoch, "val_acc": val_acc,
                              "model_state": self.model.state_dict()}, self.ckpt_dir / f"epoch_{self.epoch:04d}.pt")
-        self.write_record(self.summary())
+        self.record.write(self.run_dir, self.summary())
         log.info("epoch %d/%d  train loss %.4f acc %.4f | val loss %.4f acc %.4f | lr %.2e | %.1f s",
                  self.epoch, self.settings.epochs, train_loss, train_acc, val_loss, val_acc, lr, elapsed)
 
@@ -286,14 +282,6 @@ class Trainer:
                                | {f"test/{name}/acc": v for name, v in self.extra_test_acc.items()},
                                step=self.global_step)
 
-    def _extra_test_summary(self) -> dict:
-        if not self.extra_test_acc:
-            return {}
-        summary = {"extra_tests": dict(self.extra_test_acc)}
-        if self.summarize_extra_tests:
-            summary["extra_tests"] = self.summarize_extra_tests(self.extra_test_acc)
-        return summary
-
     @torch.no_grad()
     def _spectral_radius(self) -> float | None:
         matrix = getattr(self.model, "recurrent_matrix", lambda: None)()
@@ -304,17 +292,13 @@ class Trainer:
             return math.nan
         return torch.linalg.eigvals(matrix).abs().max().item()
 
-    def _identity(self) -> dict:
-        return {"model_name": self.identity["model_name"], "task_name": self.identity["task_name"],
-                "config_yaml": self.identity["config_yaml"]}
-
     def _save_best(self, val_acc: float) -> None:
-        save_checkpoint({**self._identity(), "epoch": self.best_epoch, "val_acc": val_acc,
+        save_checkpoint({**self.record.checkpoint_identity, "epoch": self.best_epoch, "val_acc": val_acc,
                          "model_state": self.best_state}, self.ckpt_dir / "best.pt")
 
     def _save_last(self) -> None:
         save_checkpoint({
-            **self._identity(),
+            **self.record.checkpoint_identity,
             "model_state": self.model.state_dict(),
             "optimizer_state": self.optimizer.state_dict(),
             "scheduler_state": self.scheduler.state_dict(),

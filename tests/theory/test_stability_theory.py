@@ -9,6 +9,7 @@ import torch
 from organics_bench.theory import fixed_point_iteration, jacobian_sweep, oscillator, phase_portraits, wr_sweep
 from organics_bench.theory.circuit import (DTYPE, eigvals, fixed_point_identity, jacobian, max_real_eig, residual,
                                            sample_broad, sample_unit)
+from organics_bench.theory.settings import JacobianSweepSettings, OscillatorSettings, WrSweepSettings
 
 
 @pytest.fixture
@@ -32,8 +33,10 @@ def test_random_identity_circuits_are_all_stable(gen, rectified):
 
 
 def test_all_ones_closed_form_spectrum():
-    out = jacobian_sweep.all_ones_check((1.114752,) * 4 + (-1.0,), b=0.5, b0=0.4, sigma=0.1, tau_y=1.0, tau_a=2.0,
-                                        alpha=1.0)
+    """The experiment's all-ones example gives the spectrum of docs/equations.md, 'Closed-form example'."""
+    s = JacobianSweepSettings()
+    out = jacobian_sweep.all_ones_check(s.ones_z, s.ones_b, s.ones_b0, s.ones_sigma, s.ones_tau_y_ms, s.ones_tau_a_ms,
+                                        s.ones_alpha)
     assert out["max_abs_diff_per_s"] < 1e-8
     assert out["distinct_per_s"] == [(-1115.47, 0.0), (-1000.0, 0.0), (-558.06, -496.29), (-558.06, 496.29),
                                      (-500.0, 0.0)]
@@ -73,7 +76,8 @@ def test_certified_weights_make_energy_dissipative_but_unit_weights_do_not(gen):
 
 
 def test_energy_decreases_near_fixed_point_with_certified_weights(gen):
-    c = sample_broad(40, 5, gen, (0.2, 5.0), (1.0, 10.0), (0.1, 1.0), (0.1, 2.0))
+    s = OscillatorSettings()
+    c = sample_broad(40, 5, gen, s.energy_gain_range, s.energy_tau_range_ms, s.energy_w_scales, s.energy_z_range)
     t, V = oscillator._energy_trajectories(c, 1e-3, 3000, gen)
     assert torch.allclose(V[:, :, 0], torch.ones(2, 40, dtype=DTYPE))
     assert (V[1].diff(dim=-1) <= 1e-9).all()
@@ -168,13 +172,15 @@ def test_algorithm1_is_exact_for_identity_recurrence(gen):
 
 # Generic W_r conjecture -------------------------------------------------------------------------------------------
 def test_unit_bound_circuits_all_stable(gen):
-    cell = wr_sweep.classify(40, 10, 1.0, gen, dt_frac=0.05, t_frac=200.0, init=0.01, tol=1e-5)
+    s = WrSweepSettings()
+    cell = wr_sweep.classify(40, 10, 1.0, gen, s.dt_frac, s.t_frac, s.init, s.tol)
     assert cell["stable"] == 40 and cell["fraction_stable"] == 1.0
     assert (cell["max_real_lambda_times_tau"] < 0).all()
 
 
 def test_outcome_counts_add_up(gen):
-    cell = wr_sweep.classify(30, 8, 3.0, gen, dt_frac=0.05, t_frac=100.0, init=0.01, tol=1e-5)
+    s = WrSweepSettings()
+    cell = wr_sweep.classify(30, 8, 3.0, gen, s.dt_frac, 100.0, s.init, s.tol)
     assert sum(cell[k] for k in ("stable", "converged_unstable", "not_converged", "diverged")) == 30
     d = cell["not_converged_diagnosis"]
     assert d["found_and_stable"] + d["found_and_unstable"] <= d["fixed_point_found_by_newton"] <= cell["not_converged"]

@@ -1,4 +1,5 @@
-"""Output helpers shared by the theory experiments: a headless figure, JSON-safe numbers, writing both files."""
+"""What every theory experiment's run shares: single-threaded torch, a seeded generator, a headless figure, and
+writing ``<name>.png`` and ``<name>.json`` (JSON-safe numbers, run metadata)."""
 from __future__ import annotations
 
 import functools
