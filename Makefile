@@ -14,7 +14,7 @@ comma := ,
 space := $(empty) $(empty)
 
 .DEFAULT_GOAL := help
-.PHONY: help install data demo test test-fast smoke theory bench cuda-check reproduce-table1 reproduce-table2 reproduce-table2-cpu tables wandb-sync \
+.PHONY: help install data demo test lint format test-fast smoke theory bench cuda-check reproduce-table1 reproduce-table2 reproduce-table2-cpu tables wandb-sync \
 	clean clean-outputs
 
 help: ## List the targets
@@ -36,8 +36,16 @@ demo: install ## Quick start: ORGaNICs vs LSTM on row-wise sMNIST over the bundl
 	$(BIN)/organics-bench-report results/runs/mini_smnist_rows --table results/tables/mini_smnist_rows.md \
 		--figure results/figures/mini_smnist_rows.png
 
-test: install ## Run the whole test suite (what CI runs)
+test: install ## Run the whole test suite (CI runs `make lint test`)
 	$(PY) -m pytest -n 2 -q
+
+lint: install ## ruff: lint and format check (configured in pyproject.toml; `make format` fixes what it can)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: install ## ruff: format the code and apply the safe lint fixes
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
 
 test-fast: install ## Tests without the slow real-data runs
 	$(PY) -m pytest -n 2 -q -m "not slow"

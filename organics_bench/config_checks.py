@@ -12,8 +12,9 @@ import math
 import re
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, fields
-from typing import Any, Callable
+from typing import Any
 
 from hydra.errors import InstantiationException
 from hydra.utils import get_class, instantiate

@@ -11,8 +11,8 @@ import io
 import os
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from organics_bench.errors import UserError
 from organics_bench.tasks import mnist_pypi

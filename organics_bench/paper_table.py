@@ -21,9 +21,9 @@ from hydra import compose, initialize_config_module
 from hydra.core.hydra_config import HydraConfig
 
 from organics_bench.cli import available_choices
+from organics_bench.io import write_text_atomic
 from organics_bench.report import load_records
 from organics_bench.training.records import config_hash, job_config
-from organics_bench.io import write_text_atomic
 
 FAMILIES = ("paper", "cpu")
 COLUMNS = ("table", "paper row", "task", "paper", "ours", "seeds (diverged)", "delta", "protocol", "epochs",

@@ -3,12 +3,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import matplotlib.pyplot as plt
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+from organics_bench.io import atomic_path
 
-from organics_bench.io import atomic_path  # noqa: E402
+plt.switch_backend("Agg")  # files only, on machines with or without a display
 
 
 def plot_training_curves(runs: dict[str, list[dict]], path: Path, title: str = "") -> Path:

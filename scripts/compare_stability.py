@@ -15,9 +15,9 @@ import math
 import sys
 from pathlib import Path
 
+from organics_bench.io import write_json_atomic, write_text_atomic
 from organics_bench.plots import plt, save_figure
 from organics_bench.training.records import collect_diagnostics
-from organics_bench.io import write_json_atomic, write_text_atomic
 
 
 def load_run(path: Path) -> tuple[dict, dict]:

@@ -72,7 +72,7 @@ def test_autograd_jacobian_matches_finite_differences(make):
     jac = state_jacobians(model, state, x)
     field = model.vector_field if isinstance(model, HasVectorField) else lambda s, x: model.step(x, s)
     for row in range(2):
-        expected = finite_difference_jacobian(lambda s: field(s[None], x[row][None])[0], state[row])
+        expected = finite_difference_jacobian(lambda s, row=row: field(s[None], x[row][None])[0], state[row])
         torch.testing.assert_close(jac[row], expected, atol=1e-7, rtol=1e-6)
 
 

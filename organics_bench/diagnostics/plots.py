@@ -82,7 +82,7 @@ def plot_steady_state_histogram(spectra: dict, path: Path) -> Path:
     ax.axvline(0.0, color="k", lw=1, ls="--", label="stability boundary")
     ax.set_xlabel(f"max Re(λ) of the Jacobian at the steady state (1/ms; time unit {spectra['time_unit_ms']:g} ms)")
     ax.set_ylabel("test inputs")
-    ax.set_title(f"trained model: all {sum(len(l['per_input']) for l in spectra['layers'])} layer-input pairs "
+    ax.set_title(f"trained model: all {sum(len(layer['per_input']) for layer in spectra['layers'])} layer-input pairs "
                  f"{'stable' if spectra['stable'] else 'NOT all stable'}")
     ax.legend()
     ax.grid(alpha=0.3)

@@ -17,8 +17,12 @@ from typing import TYPE_CHECKING
 import torch
 
 from organics_bench.diagnostics.dynamics import gradient_flow, probe_spectra, trajectory
-from organics_bench.diagnostics.plots import (plot_gradient_flow, plot_spectra, plot_steady_state_histogram,
-                                              plot_trajectories)
+from organics_bench.diagnostics.plots import (
+    plot_gradient_flow,
+    plot_spectra,
+    plot_steady_state_histogram,
+    plot_trajectories,
+)
 from organics_bench.diagnostics.steady_state import steady_state_spectra
 from organics_bench.io import write_json_atomic
 from organics_bench.models.base import DynamicalModel, HasSteadyState

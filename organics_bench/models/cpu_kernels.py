@@ -18,7 +18,7 @@ import shutil
 import subprocess
 import tempfile
 import warnings
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import torch
@@ -55,7 +55,7 @@ def available(tensor: torch.Tensor, source: str = "organics_kernels") -> bool:
     return tensor.device.type == "cpu" and tensor.dtype in REALS and load(tensor.dtype, source) is not None
 
 
-@lru_cache(maxsize=None)
+@cache
 def load(dtype: torch.dtype, source: str = "organics_kernels") -> ctypes.CDLL | None:
     """The kernels of `source` for float32 or float64 as a ctypes library, or None (with one warning) if they cannot
     be built."""

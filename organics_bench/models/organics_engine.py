@@ -92,7 +92,8 @@ def can_compile() -> bool:
 
     if has_triton():
         return True
-    warnings.warn("Triton is not installed: the sequence engines run their CUDA steps uncompiled (same numbers, slower)")
+    warnings.warn("Triton is not installed: the sequence engines run their CUDA steps uncompiled (same numbers, "
+                  "slower)", stacklevel=2)
     return False
 
 

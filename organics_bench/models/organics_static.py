@@ -32,8 +32,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from organics_bench.equations import (algorithm1, circuit_rhs, closed_form_fixed_point, initial_log_normalization,
-                                      normalization_weights)
+from organics_bench.equations import (
+    algorithm1,
+    circuit_rhs,
+    closed_form_fixed_point,
+    initial_log_normalization,
+    normalization_weights,
+)
 from organics_bench.models.autoencoder import AutoencodedClassifier
 from organics_bench.models.base import LayerSteadyState
 from organics_bench.models.fixed_point_solver import algorithm1_adjoint

@@ -29,8 +29,7 @@ class StaticMNIST:
     def load(self) -> TaskData:
         pool_x, pool_y, test_x, test_y = load_mnist(self.source, self.data_dir, self.download, self.split_seed,
                                                     self.val_size)
-        to_float = lambda images: images.float().div_(255.0).unsqueeze(1)  # noqa: E731
-        return task_data(to_float(pool_x), pool_y.long(), to_float(test_x), test_y.long(), self.val_size,
+        return task_data(_unit_interval(pool_x), pool_y.long(), _unit_interval(test_x), test_y.long(), self.val_size,
                          self.split_seed, {"source": self.source, "split_seed": self.split_seed})
 
 
@@ -53,8 +52,17 @@ class StaticCIFAR10:
         pool_x, pool_y, test_x, test_y = load_torchvision_cifar10(self.data_dir, self.download)
         if self.val_size >= len(pool_y):
             raise UserError(f"task.val_size={self.val_size} leaves no training images out of {len(pool_y)}")
-        mean, std = torch.tensor(CIFAR_MEAN).view(1, 3, 1, 1), torch.tensor(CIFAR_STD).view(1, 3, 1, 1)
-        standardise = lambda images: (images.float() / 255.0 - mean) / std  # noqa: E731
         record = {"source": "torchvision", "split_seed": self.split_seed, "normalisation": "per-channel mean/std"}
-        return task_data(standardise(pool_x), pool_y, standardise(test_x), test_y, self.val_size, self.split_seed,
-                         record)
+        return task_data(_standardised(pool_x), pool_y, _standardised(test_x), test_y, self.val_size,
+                         self.split_seed, record)
+
+
+def _unit_interval(images: torch.Tensor) -> torch.Tensor:
+    """uint8 (N, 28, 28) -> float (N, 1, 28, 28) in [0, 1]."""
+    return images.float().div_(255.0).unsqueeze(1)
+
+
+def _standardised(images: torch.Tensor) -> torch.Tensor:
+    """uint8 (N, 3, 32, 32) -> float, per-channel (x / 255 - mean) / std with the CIFAR-10 training statistics."""
+    mean, std = torch.tensor(CIFAR_MEAN).view(1, 3, 1, 1), torch.tensor(CIFAR_STD).view(1, 3, 1, 1)
+    return (images.float() / 255.0 - mean) / std

@@ -7,7 +7,8 @@ import dataclasses
 import math
 import pathlib
 import time
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -15,8 +16,17 @@ from torch import Tensor
 from tqdm import tqdm
 
 from organics_bench.theory import experiment
-from organics_bench.theory.circuit import (DTYPE, Circuit, eigvals, fixed_point_identity, jacobian,
-                                           jacobian_autograd, residual, sample_broad, simulate)
+from organics_bench.theory.circuit import (
+    DTYPE,
+    Circuit,
+    eigvals,
+    fixed_point_identity,
+    jacobian,
+    jacobian_autograd,
+    residual,
+    sample_broad,
+    simulate,
+)
 from organics_bench.theory.settings import JacobianSweepSettings
 
 NAME = "jacobian_sweep"
@@ -117,7 +127,7 @@ def run(out_dir: pathlib.Path, smoke: bool = False, seed: int = 0, **overrides: 
         rows["residual"].append(residual(c, y, a))
         rows["residual_rect"].append(residual(c, yr, ar, rectified=True))
         rows["rho"].append(eigvals(M).abs().amax(-1))
-        rows["jac_rel_diff"].append(((J_auto - J[:k]).abs().amax((-2, -1)) / J[:k].abs().amax((-2, -1))))
+        rows["jac_rel_diff"].append((J_auto - J[:k]).abs().amax((-2, -1)) / J[:k].abs().amax((-2, -1)))
         share = max(1, round(settings.n_simulate * count / settings.n_circuits))
         for key, v in _simulate_check(c, y, a, lam, share, settings.sim_max_steps, gen).items():
             sim[key] += v

@@ -26,8 +26,15 @@ from torch import Tensor
 from tqdm import tqdm
 
 from organics_bench.theory import experiment
-from organics_bench.theory.circuit import (DTYPE, Circuit, eigvals, fixed_point_identity, jacobian, sample_broad,
-                                           simulate)
+from organics_bench.theory.circuit import (
+    DTYPE,
+    Circuit,
+    eigvals,
+    fixed_point_identity,
+    jacobian,
+    sample_broad,
+    simulate,
+)
 from organics_bench.theory.settings import OscillatorSettings
 
 NAME = "oscillator"

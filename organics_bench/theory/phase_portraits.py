@@ -7,7 +7,8 @@ import dataclasses
 import math
 import pathlib
 import time
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch

@@ -14,8 +14,15 @@ from torch import Tensor
 from tqdm import tqdm
 
 from organics_bench.theory import experiment
-from organics_bench.theory.circuit import (Circuit, jacobian, max_real_eig, newton_polish, residual, sample_unit,
-                                           simulate)
+from organics_bench.theory.circuit import (
+    Circuit,
+    jacobian,
+    max_real_eig,
+    newton_polish,
+    residual,
+    sample_unit,
+    simulate,
+)
 from organics_bench.theory.settings import WrSweepSettings
 
 NAME = "wr_sweep"

@@ -18,8 +18,12 @@ from organics_bench.diagnostics.runner import Diagnostics, DiagnosticsSettings
 from organics_bench.io import write_text_atomic
 from organics_bench.models.build import build_model
 from organics_bench.plots import plot_training_curves
-from organics_bench.training.checkpoint import (check_compatible, load_checkpoint, resolve_checkpoint_path,
-                                                 resumed_config)
+from organics_bench.training.checkpoint import (
+    check_compatible,
+    load_checkpoint,
+    resolve_checkpoint_path,
+    resumed_config,
+)
 from organics_bench.training.placement import resolve_device, resolve_threads
 from organics_bench.training.records import RunRecord, provenance, publish
 from organics_bench.training.run_dir import previous_attempt

@@ -2,8 +2,18 @@
 import pytest
 import torch
 
-from organics_bench.theory.circuit import (DTYPE, fixed_point_identity, jacobian, jacobian_autograd, newton_polish,
-                                           residual, sample_broad, sample_unit, simulate, vector_field)
+from organics_bench.theory.circuit import (
+    DTYPE,
+    fixed_point_identity,
+    jacobian,
+    jacobian_autograd,
+    newton_polish,
+    residual,
+    sample_broad,
+    sample_unit,
+    simulate,
+    vector_field,
+)
 
 
 @pytest.fixture
@@ -32,7 +42,9 @@ def test_jacobian_matches_finite_differences(gen, rectified):
     c = sample_broad(4, 5, gen).with_wr(sample_unit(4, 5, gen, wr_bound=1.0).Wr)
     y, a = _random_state(c, gen)
     J = jacobian(c, y, a, rectified)
-    f = lambda x: torch.cat(vector_field(c, x[:, :5], x[:, 5:], rectified), -1)  # noqa: E731
+    def f(x):
+        return torch.cat(vector_field(c, x[:, :5], x[:, 5:], rectified), -1)
+
     x = torch.cat([y, a], -1)
     h = 1e-6
     fd = torch.stack([(f(x + h * e) - f(x - h * e)) / (2 * h) for e in torch.eye(10, dtype=DTYPE)], -1)

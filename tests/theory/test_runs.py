@@ -11,9 +11,18 @@ from hydra import compose, initialize_config_module
 from hydra.utils import instantiate
 
 from organics_bench.theory import wr_sweep
-from organics_bench.theory.settings import (SETTINGS, FixedPointIterationSettings, JacobianSweepSettings,
-                                            OscillatorSettings, PhasePortraitsSettings, SSNContrastSettings,
-                                            WrSweepSettings, from_config, register, target)
+from organics_bench.theory.settings import (
+    SETTINGS,
+    FixedPointIterationSettings,
+    JacobianSweepSettings,
+    OscillatorSettings,
+    PhasePortraitsSettings,
+    SSNContrastSettings,
+    WrSweepSettings,
+    from_config,
+    register,
+    target,
+)
 
 CONF = pathlib.Path(__file__).resolve().parents[2] / "conf" / "experiment" / "theory"
 KEYS = {"experiment", "claim", "spec", "headline", "claim_holds", "params", "seed", "smoke", "wall_time_s"}

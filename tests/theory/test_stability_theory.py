@@ -7,8 +7,16 @@ import pytest
 import torch
 
 from organics_bench.theory import fixed_point_iteration, jacobian_sweep, oscillator, phase_portraits, wr_sweep
-from organics_bench.theory.circuit import (DTYPE, eigvals, fixed_point_identity, jacobian, max_real_eig, residual,
-                                           sample_broad, sample_unit)
+from organics_bench.theory.circuit import (
+    DTYPE,
+    eigvals,
+    fixed_point_identity,
+    jacobian,
+    max_real_eig,
+    residual,
+    sample_broad,
+    sample_unit,
+)
 from organics_bench.theory.settings import JacobianSweepSettings, OscillatorSettings, WrSweepSettings
 
 
