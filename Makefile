@@ -37,7 +37,7 @@ demo: install ## Quick start: ORGaNICs vs LSTM on row-wise sMNIST over the bundl
 		--figure results/figures/mini_smnist_rows.png
 
 test: install ## Run the whole test suite (CI runs `make lint test`)
-	$(PY) -m pytest -n 2 -q
+	$(PY) -m pytest -n 2 --dist loadgroup -q
 
 lint: install ## ruff: lint and format check (configured in pyproject.toml; `make format` fixes what it can)
 	$(BIN)/ruff check .
@@ -48,7 +48,7 @@ format: install ## ruff: format the code and apply the safe lint fixes
 	$(BIN)/ruff check --fix .
 
 test-fast: install ## Tests without the slow real-data runs
-	$(PY) -m pytest -n 2 -q -m "not slow"
+	$(PY) -m pytest -n 2 --dist loadgroup -q -m "not slow"
 
 smoke: install ## One tiny epoch of every sequence model on sMNIST (bundled digits)
 	$(BIN)/organics-bench -m debug=smoke model=organics,organics_fixed_tau,lstm,gru,rnn,ssn task=smnist \

@@ -1,4 +1,5 @@
 """`python -m organics_bench` is the same as the `organics-bench` command."""
+
 from organics_bench.cli import main
 
 main()

@@ -2,6 +2,7 @@
 
 `organics-bench --help` lists the config groups and their choices; `--cfg job` prints the composed config.
 """
+
 from __future__ import annotations
 
 import os
@@ -26,8 +27,19 @@ from organics_bench.io import write_json_atomic
 from organics_bench.training import run_dir
 from organics_bench.training.records import job_config, provenance, publish_theory
 
-CHOICE_GROUPS = ("model", "task", "trainer", "optimizer", "scheduler", "logger", "paths", "debug", "diagnostics",
-                 "experiment", "leaderboard")
+CHOICE_GROUPS = (
+    "model",
+    "task",
+    "trainer",
+    "optimizer",
+    "scheduler",
+    "logger",
+    "paths",
+    "debug",
+    "diagnostics",
+    "experiment",
+    "leaderboard",
+)
 
 
 class Terminated(KeyboardInterrupt):
@@ -86,8 +98,7 @@ class PreflightChecks(Callback):
             if config.get("publish") and config.paths.results_dir:
                 _check_writable(Path(config.paths.results_dir))
             if config.mode == "train":
-                run_dir.claim(Path(config.hydra.run.dir), job_config(config),
-                              check_config=not config.resume)
+                run_dir.claim(Path(config.hydra.run.dir), job_config(config), check_config=not config.resume)
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         HydraConfig.instance().set_config(config)  # lets ${hydra:runtime.cwd} resolve before the first job
@@ -100,11 +111,15 @@ def _check_writable(directory: Path) -> None:
     while not probe.exists():
         probe = probe.parent
     if not probe.is_dir():
-        raise UserError(f"cannot create the output dir {directory}: {probe} is a file; choose another "
-                        "hydra.run.dir / paths.output_dir")
+        raise UserError(
+            f"cannot create the output dir {directory}: {probe} is a file; choose another "
+            "hydra.run.dir / paths.output_dir"
+        )
     if not os.access(probe, os.W_OK):
-        raise UserError(f"cannot write the output dir {directory}: {probe} is not writable; choose another "
-                        "hydra.run.dir / paths.output_dir")
+        raise UserError(
+            f"cannot write the output dir {directory}: {probe} is not writable; choose another "
+            "hydra.run.dir / paths.output_dir"
+        )
 
 
 def run_theory(cfg: DictConfig) -> dict:
@@ -140,8 +155,10 @@ def _hydra_entry(cfg: DictConfig) -> float | None:
     out_dir = Path(hydra_cfg.runtime.output_dir)
     signal.signal(signal.SIGTERM, _terminate)
     try:
-        with exit_on_user_error(), removed_if_unstarted(out_dir, f"{hydra_cfg.job.name}.log",
-                                                        Path(cfg.paths.output_dir)):
+        with (
+            exit_on_user_error(),
+            removed_if_unstarted(out_dir, f"{hydra_cfg.job.name}.log", Path(cfg.paths.output_dir)),
+        ):
             if hydra_cfg.mode == RunMode.MULTIRUN:  # a single run was checked by PreflightChecks, before its dir
                 validate(cfg, hydra_cfg.runtime.choices.get("model"))
             if cfg.mode == "theory":
@@ -155,11 +172,17 @@ def _hydra_entry(cfg: DictConfig) -> float | None:
             run_dir.claim(out_dir, job_config(cfg), check_config=not cfg.resume)
             from organics_bench.training.run import train
 
-            return train(cfg)["metrics"].get("best_val/acc")
+            try:
+                return train(cfg)["metrics"].get("best_val/acc")
+            finally:
+                run_dir.release(out_dir)
     except KeyboardInterrupt as stop:
         if run_dir.previous_attempt(out_dir):
-            print(f"interrupted: every file so far is kept in {out_dir}; continue with the same command "
-                  f"and hydra.run.dir={out_dir}, or resume={out_dir}", file=sys.stderr)
+            print(
+                f"interrupted: every file so far is kept in {out_dir}; continue with the same command "
+                f"and hydra.run.dir={out_dir}, or resume={out_dir}",
+                file=sys.stderr,
+            )
         else:
             print("interrupted before the first epoch ended: nothing to resume", file=sys.stderr)
         sys.exit(143 if isinstance(stop, Terminated) else 130)

@@ -5,6 +5,7 @@ Every key a user can set has a type and a range: the trainer, optimizer, schedul
 >= 1 unless `RULES_BY_NAME` says otherwise; `dt*` ratios lie in (0, 1]). The task and the model are then built
 (without data) so that their own checks, e.g. a recurrence name, run before anything is written.
 """
+
 from __future__ import annotations
 
 import inspect
@@ -39,8 +40,9 @@ class Rule:
             return None if self.nullable else f"must be {self.describe()}"
         if self.kind == "numbers":
             items = list(value) if isinstance(value, (list, tuple, ListConfig)) else None
-            ok = items is not None and all(Rule("number", self.low, self.high, self.low_open).problem(v) is None
-                                           for v in items)
+            ok = items is not None and all(
+                Rule("number", self.low, self.high, self.low_open).problem(v) is None for v in items
+            )
             return None if ok else f"must be {self.describe()}"
         if not self._has_type(value) or not self._in_range(value):
             return f"must be {self.describe()}"
@@ -65,8 +67,13 @@ class Rule:
         return self.high is None or value <= self.high
 
     def describe(self) -> str:
-        noun = {"int": "an integer", "number": "a number", "bool": "true or false", "str": "a string",
-                "numbers": "a list of numbers"}[self.kind]
+        noun = {
+            "int": "an integer",
+            "number": "a number",
+            "bool": "true or false",
+            "str": "a string",
+            "numbers": "a list of numbers",
+        }[self.kind]
         if self.low is not None and self.high is not None:
             noun += f" in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}]"
         elif self.low is not None:
@@ -81,24 +88,41 @@ POSITIVE = Rule("number", low=0, low_open=True)
 FLAG = Rule("bool")
 FRACTION = Rule("number", low=0, high=1, low_open=True)
 RULES: dict[str, Rule] = {
-    "seed": Rule("int", low=0), "publish": FLAG, "smoke": FLAG, "resume": Rule("str", nullable=True),
+    "seed": Rule("int", low=0),
+    "publish": FLAG,
+    "smoke": FLAG,
+    "resume": Rule("str", nullable=True),
     "checkpoint": Rule("str", nullable=True),
-    "trainer.epochs": COUNT, "trainer.batch_size": COUNT, "trainer.eval_batch_size": COUNT,
+    "trainer.epochs": COUNT,
+    "trainer.batch_size": COUNT,
+    "trainer.eval_batch_size": COUNT,
     "trainer.limit_train_batches": Rule("int", low=1, nullable=True),
     "trainer.limit_eval_batches": Rule("int", low=1, nullable=True),
     "trainer.num_threads": Rule("int", low=1, nullable=True),
     "trainer.keep_epochs_from": Rule("int", low=1, nullable=True),
-    "trainer.device": Rule("str"), "trainer.progress_bar": FLAG, "trainer.flush_denormal": FLAG,
-    "optimizer.lr": POSITIVE, "optimizer.weight_decay": Rule("number", low=0),
-    "scheduler.step_size": COUNT, "scheduler.gamma": FRACTION, "scheduler.factor": FRACTION,
-    "diagnostics.enabled": FLAG, "diagnostics.every_n_steps": COUNT, "diagnostics.probe_size": COUNT,
-    "diagnostics.spectra_at": Rule("numbers", low=0, high=1, low_open=True), "diagnostics.gradient_flow": FLAG,
-    "diagnostics.trajectories": FLAG, "diagnostics.final_inputs": COUNT,
+    "trainer.device": Rule("str"),
+    "trainer.progress_bar": FLAG,
+    "trainer.flush_denormal": FLAG,
+    "optimizer.lr": POSITIVE,
+    "optimizer.weight_decay": Rule("number", low=0),
+    "scheduler.step_size": COUNT,
+    "scheduler.gamma": FRACTION,
+    "scheduler.factor": FRACTION,
+    "diagnostics.enabled": FLAG,
+    "diagnostics.every_n_steps": COUNT,
+    "diagnostics.probe_size": COUNT,
+    "diagnostics.spectra_at": Rule("numbers", low=0, high=1, low_open=True),
+    "diagnostics.gradient_flow": FLAG,
+    "diagnostics.trajectories": FLAG,
+    "diagnostics.final_inputs": COUNT,
 }
 # Model and task keys whose range is not the default for their type.
 RULES_BY_NAME: dict[str, Rule] = {
-    "seed": Rule("int", low=0), "split_seed": Rule("int", low=0), "permutation_seed": Rule("int", low=0),
-    "curriculum_epochs": Rule("int", low=0), "val_size": Rule("int", low=1, nullable=True),
+    "seed": Rule("int", low=0),
+    "split_seed": Rule("int", low=0),
+    "permutation_seed": Rule("int", low=0),
+    "curriculum_epochs": Rule("int", low=0),
+    "val_size": Rule("int", low=1, nullable=True),
 }
 DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?|mps")
 MODES = ("train", "evaluate", "theory")
@@ -150,8 +174,9 @@ def construct(section: str, build: Callable[[], Any]) -> Any:
 def _check_known_keys(section: str, node: DictConfig, known: set[str]) -> None:
     unknown = sorted(set(node) - known)
     if unknown:
-        raise UserError(f"{section}.{unknown[0]} is not a {section} setting; the settings are: "
-                        f"{', '.join(sorted(known))}")
+        raise UserError(
+            f"{section}.{unknown[0]} is not a {section} setting; the settings are: {', '.join(sorted(known))}"
+        )
 
 
 def _check_constructor_keys(section: str, node: DictConfig) -> None:
@@ -167,8 +192,9 @@ def _check_constructor_keys(section: str, node: DictConfig) -> None:
             if takes_any:
                 continue
             names = [name for name in parameters if name not in ("d_input", "n_classes", "seq_len", "input_shape")]
-            raise UserError(f"{section}.{key} is not a setting of {target.__name__}; its settings are: "
-                            f"{', '.join(names)}")
+            raise UserError(
+                f"{section}.{key} is not a setting of {target.__name__}; its settings are: {', '.join(names)}"
+            )
         rule = _rule_for(key, hints.get(key))
         value = node[key]
         if rule and (problem := rule.problem(value)):

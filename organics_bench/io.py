@@ -5,6 +5,7 @@ a SIGTERM, or a second run writing the same file) never see half of it. Non-fini
 Infinity, so every JSON file writes them as the strings "nan", "inf" and "-inf" (CSV files write the same
 strings); `finite_or_none` reads them back.
 """
+
 from __future__ import annotations
 
 import json

@@ -11,6 +11,7 @@ composed as the sweep composes it, and only records with that cell's config hash
 runs of another config under the same experiment name are reported and never averaged in. A sweep run with extra
 overrides (a longer one: `trainer.epochs=20`) is read with the same overrides: `--override trainer.epochs=20`.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -50,16 +51,23 @@ class Cell:
     def summary(self, threshold: str = DEFAULT_THRESHOLD) -> dict:
         """The cell's numbers (None where nothing was measured)."""
         finished = [r for r in self.records if r["status"] in FINISHED]
-        accs = [acc for r in finished if r["status"] == "ok"
-                and (acc := finite_or_none(r["metrics"].get("test/acc"))) is not None]
-        above = [value for r in finished
-                 if (value := finite_or_none((r["grad_norm"].get("fraction_above") or {}).get(threshold))) is not None]
+        accs = [
+            acc
+            for r in finished
+            if r["status"] == "ok" and (acc := finite_or_none(r["metrics"].get("test/acc"))) is not None
+        ]
+        above = [
+            value
+            for r in finished
+            if (value := finite_or_none((r["grad_norm"].get("fraction_above") or {}).get(threshold))) is not None
+        ]
         maxima = [value for r in finished if (value := finite_or_none(r["grad_norm"].get("max"))) is not None]
         return {
             "runs": len(finished),
             "diverged": sum(r["status"] == "diverged" for r in finished),
-            "fraction_diverged": (sum(r["status"] == "diverged" for r in finished) / len(finished)
-                                  if finished else None),
+            "fraction_diverged": (
+                sum(r["status"] == "diverged" for r in finished) / len(finished) if finished else None
+            ),
             "fraction_above": statistics.mean(above) if above else None,
             "max_grad_norm": max(maxima) if maxima else None,
             "nonfinite_runs": sum((r["grad_norm"].get("nonfinite_steps") or 0) > 0 for r in finished),
@@ -80,8 +88,11 @@ def declared_sweep() -> dict[str, list[str]]:
 
 def cell_config(entry: str, lr: str, overrides: list[str] = ()) -> dict:
     """The resolved job config the sweep runs for one model entry at one lr (call inside `initialize_config_module`)."""
-    cfg = compose("config", overrides=[f"experiment={EXPERIMENT}", f"leaderboard={entry}", f"optimizer.lr={lr}",
-                                       *overrides], return_hydra_config=True)
+    cfg = compose(
+        "config",
+        overrides=[f"experiment={EXPERIMENT}", f"leaderboard={entry}", f"optimizer.lr={lr}", *overrides],
+        return_hydra_config=True,
+    )
     HydraConfig.instance().set_config(cfg)
     return job_config(cfg)
 
@@ -99,8 +110,15 @@ def _cell_specs(overrides: tuple[str, ...]) -> tuple[tuple[str, str, float, str,
         for entry in sweep["leaderboard"]:
             for lr in sweep["optimizer.lr"]:
                 job = cell_config(entry, lr, list(overrides))
-                specs.append((entry, job["leaderboard"]["label"], float(job["optimizer"]["lr"]), config_hash(job),
-                              job["experiment_name"]))
+                specs.append(
+                    (
+                        entry,
+                        job["leaderboard"]["label"],
+                        float(job["optimizer"]["lr"]),
+                        config_hash(job),
+                        job["experiment_name"],
+                    )
+                )
     return tuple(specs)
 
 
@@ -147,15 +165,19 @@ def _lr(lr: float) -> str:
 
 
 def cell_rows(cells: list[Cell], threshold: str) -> list[str]:
-    lines = [f"| model | lr | runs | diverged | steps with grad norm > {threshold} | max grad norm | test acc (%) |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        f"| model | lr | runs | diverged | steps with grad norm > {threshold} | max grad norm | test acc (%) |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for cell in cells:
         s = cell.summary(threshold)
         if not s["runs"]:
             lines.append(f"| {cell.label} | {_lr(cell.lr)} | not yet run | - | - | - | - |")
             continue
-        lines.append(f"| {cell.label} | {_lr(cell.lr)} | {s['runs']} | {s['diverged']}/{s['runs']} "
-                     f"| {_pct(s['fraction_above'])} | {_grad(s)} | {_acc(s)} |")
+        lines.append(
+            f"| {cell.label} | {_lr(cell.lr)} | {s['runs']} | {s['diverged']}/{s['runs']} "
+            f"| {_pct(s['fraction_above'])} | {_grad(s)} | {_acc(s)} |"
+        )
     return lines
 
 
@@ -165,41 +187,53 @@ def model_summary(cells: list[Cell], threshold: str) -> dict:
     summaries = [(cell, cell.summary(threshold)) for cell in cells]
     measured = [(cell, s) for cell, s in summaries if s["runs"]]
     runs = [r for cell in cells for r in cell.records if r["status"] in FINISHED]
-    above = [value for r in runs
-             if (value := finite_or_none((r["grad_norm"].get("fraction_above") or {}).get(threshold))) is not None]
+    above = [
+        value
+        for r in runs
+        if (value := finite_or_none((r["grad_norm"].get("fraction_above") or {}).get(threshold))) is not None
+    ]
     maxima = [s["max_grad_norm"] for _, s in measured if s["max_grad_norm"] is not None]
     stable = [cell.lr for cell, s in measured if s["diverged"] == 0]
     scored = [(s["acc_mean"], cell, s) for cell, s in measured if s["acc_mean"] is not None]
     best = max(scored, key=lambda t: t[0]) if scored else None
     return {
-        "label": cells[0].label, "entry": cells[0].entry,
+        "label": cells[0].label,
+        "entry": cells[0].entry,
         "n_params": sorted({n for _, s in measured for n in s["n_params"]}),
-        "runs": len(runs), "diverged": sum(r["status"] == "diverged" for r in runs),
-        "lrs_measured": len(measured), "lrs_declared": len(cells),
+        "runs": len(runs),
+        "diverged": sum(r["status"] == "diverged" for r in runs),
+        "lrs_measured": len(measured),
+        "lrs_declared": len(cells),
         "largest_stable_lr": max(stable) if stable else None,
-        "best_lr": best[1].lr if best else None, "best_acc": best[2] if best else None,
+        "best_lr": best[1].lr if best else None,
+        "best_acc": best[2] if best else None,
         "fraction_above": statistics.mean(above) if above else None,
         "max_grad_norm": max(maxima) if maxima else None,
     }
 
 
 def summary_rows(cells: list[Cell], threshold: str) -> list[str]:
-    lines = ["| model | entry | params | runs | diverged | largest lr with no diverged seed | best lr: test acc (%) "
-             f"| steps with grad norm > {threshold} (all runs) | max grad norm |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| model | entry | params | runs | diverged | largest lr with no diverged seed | best lr: test acc (%) "
+        f"| steps with grad norm > {threshold} (all runs) | max grad norm |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for entry in dict.fromkeys(cell.entry for cell in cells):
         m = model_summary([cell for cell in cells if cell.entry == entry], threshold)
         params = "/".join(f"{n:,}" for n in m["n_params"]) or "-"
         if not m["runs"]:
             lines.append(f"| {m['label']} | `{entry}` | - | not yet run | - | - | - | - | - |")
             continue
-        coverage = ("" if m["lrs_measured"] == m["lrs_declared"]
-                    else f" ({m['lrs_measured']} of {m['lrs_declared']} lrs)")
+        coverage = (
+            "" if m["lrs_measured"] == m["lrs_declared"] else f" ({m['lrs_measured']} of {m['lrs_declared']} lrs)"
+        )
         stable = "none" if m["largest_stable_lr"] is None else _lr(m["largest_stable_lr"])
         best = "-" if m["best_lr"] is None else f"{_lr(m['best_lr'])}: {_acc(m['best_acc'])}"
         maximum = "-" if m["max_grad_norm"] is None else f"{m['max_grad_norm']:.3g}"
-        lines.append(f"| {m['label']} | `{entry}` | {params} | {m['runs']}{coverage} | {m['diverged']}/{m['runs']} "
-                     f"| {stable} | {best} | {_pct(m['fraction_above'])} | {maximum} |")
+        lines.append(
+            f"| {m['label']} | `{entry}` | {params} | {m['runs']}{coverage} | {m['diverged']}/{m['runs']} "
+            f"| {stable} | {best} | {_pct(m['fraction_above'])} | {maximum} |"
+        )
     return lines
 
 
@@ -215,8 +249,9 @@ def provenance(cells: list[Cell]) -> list[str]:
     return lines
 
 
-def markdown(cells: list[Cell], threshold: str, folder: str, others: list[dict], overrides: list[str],
-             shared: dict) -> str:
+def markdown(
+    cells: list[Cell], threshold: str, folder: str, others: list[dict], overrides: list[str], shared: dict
+) -> str:
     """The leaderboard page; `shared` is one cell's config (the settings all cells share)."""
     sweep = declared_sweep()
     extra = f" {' '.join(overrides)}" if overrides else ""
@@ -245,11 +280,16 @@ def markdown(cells: list[Cell], threshold: str, folder: str, others: list[dict],
     lines = [*head, *cell_rows(cells, threshold), "", "## Per model", "", *summary_rows(cells, threshold), ""]
     unfinished = sum(cell.summary(threshold)["unfinished"] for cell in cells)
     if unfinished:
-        lines += [f"{unfinished} records of these configs did not finish (interrupted or failed) and are not counted.",
-                  ""]
+        lines += [
+            f"{unfinished} records of these configs did not finish (interrupted or failed) and are not counted.",
+            "",
+        ]
     if others:
-        lines += [f"{len(others)} records under `{folder}/` are of other configs (not the declared sweep; another "
-                  "epoch count or settings) and are not counted.", ""]
+        lines += [
+            f"{len(others)} records under `{folder}/` are of other configs (not the declared sweep; another "
+            "epoch count or settings) and are not counted.",
+            "",
+        ]
     return "\n".join([*lines, "Provenance:", *provenance(cells), ""])
 
 
@@ -266,10 +306,15 @@ def plot(cells: list[Cell], path: Path, threshold: str) -> Path:
         if not rows:
             continue
         dodge = 10 ** (0.025 * (k - (len(entries) - 1) / 2))  # spread overlapping markers along the log axis
-        style = {"marker": markers[k % len(markers)], "markersize": 5, "color": plt.cm.tab10(k % 10),
-                 "label": rows[0][0].label}
-        acc = [(cell.lr * dodge, 100 * s["acc_mean"], 100 * s["acc_std"]) for cell, s in rows
-               if s["acc_mean"] is not None]
+        style = {
+            "marker": markers[k % len(markers)],
+            "markersize": 5,
+            "color": plt.cm.tab10(k % 10),
+            "label": rows[0][0].label,
+        }
+        acc = [
+            (cell.lr * dodge, 100 * s["acc_mean"], 100 * s["acc_std"]) for cell, s in rows if s["acc_mean"] is not None
+        ]
         if acc:
             xs, ys, errs = zip(*acc)
             axes[0].errorbar(xs, ys, yerr=errs, capsize=3, **style)
@@ -277,8 +322,11 @@ def plot(cells: list[Cell], path: Path, threshold: str) -> Path:
         above = [(cell.lr * dodge, s["fraction_above"]) for cell, s in rows if s["fraction_above"] is not None]
         if above:
             axes[2].plot(*zip(*above), **style)
-    panels = ("test accuracy (%), mean ± std of finished seeds", "fraction of seeds diverged",
-              f"fraction of steps with grad norm > {threshold}")
+    panels = (
+        "test accuracy (%), mean ± std of finished seeds",
+        "fraction of seeds diverged",
+        f"fraction of steps with grad norm > {threshold}",
+    )
     for ax, ylabel in zip(axes, panels):
         ax.set_xscale("log")
         ax.set_xlabel("learning rate (Adam, constant; markers dodged sideways)")
@@ -297,27 +345,42 @@ def plot(cells: list[Cell], path: Path, threshold: str) -> Path:
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
     parser = argparse.ArgumentParser(prog="organics-bench-leaderboard", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--results-dir", type=Path, default=Path("results"),
-                        help="holds runs/<experiment>/ (default: results)")
+    parser.add_argument(
+        "--results-dir", type=Path, default=Path("results"), help="holds runs/<experiment>/ (default: results)"
+    )
     parser.add_argument("--table", type=Path, help="markdown path (default: <results-dir>/tables/stability.md)")
     parser.add_argument("--figure", type=Path, help="PNG path (default: <results-dir>/figures/stability.png)")
-    parser.add_argument("--threshold", choices=THRESHOLDS, default=DEFAULT_THRESHOLD,
-                        help=f"gradient-norm level for the fraction of steps above it (default {DEFAULT_THRESHOLD})")
-    parser.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
-                        help="an override the sweep was run with besides its own lists (repeatable)")
+    parser.add_argument(
+        "--threshold",
+        choices=THRESHOLDS,
+        default=DEFAULT_THRESHOLD,
+        help=f"gradient-norm level for the fraction of steps above it (default {DEFAULT_THRESHOLD})",
+    )
+    parser.add_argument(
+        "--override",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an override the sweep was run with besides its own lists (repeatable)",
+    )
     args = parser.parse_args(argv)
     try:
         shared = first_cell_config(args.override)
         folder = args.results_dir / "runs" / shared["experiment_name"]
         records = load_records(folder) if folder.is_dir() else []
         if not records:
-            print(f"error: no results records (seed<k>.json) under {folder}; run the sweep first: "
-                  f"organics-bench -m experiment={EXPERIMENT} publish=true", file=sys.stderr)
+            print(
+                f"error: no results records (seed<k>.json) under {folder}; run the sweep first: "
+                f"organics-bench -m experiment={EXPERIMENT} publish=true",
+                file=sys.stderr,
+            )
             sys.exit(2)
         cells = expected_cells(args.override)
     except HydraException as err:
-        print(f"error: the sweep's configs do not compose with --override {args.override}: "
-              f"{str(err).splitlines()[0]}", file=sys.stderr)
+        print(
+            f"error: the sweep's configs do not compose with --override {args.override}: {str(err).splitlines()[0]}",
+            file=sys.stderr,
+        )
         sys.exit(2)
     others = fill(cells, records)
     table = args.table or args.results_dir / "tables" / "stability.md"
@@ -325,8 +388,10 @@ def main(argv: list[str] | None = None) -> None:
     write_text_atomic(markdown(cells, args.threshold, str(folder), others, args.override, shared), table)
     plot(cells, figure, args.threshold)
     measured = sum(bool(cell.summary()["runs"]) for cell in cells)
-    print(f"table: {table} ({measured} of {len(cells)} model x lr cells measured, {len(records) - len(others)} runs;"
-          f" {len(others)} records of other configs not counted)")
+    print(
+        f"table: {table} ({measured} of {len(cells)} model x lr cells measured, {len(records) - len(others)} runs;"
+        f" {len(others)} records of other configs not counted)"
+    )
     print(f"figure: {figure}")
 
 

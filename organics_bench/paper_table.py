@@ -7,6 +7,7 @@ config data): the paper's value, ours as mean ± std over seeds, the protocol (f
 parameter counts, seconds per epoch, hardware and where the records are. Runs are averaged only when they share
 the experiment and the hash of what their resolved config computes (`records.config_hash`), never by model name.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,8 +27,23 @@ from organics_bench.report import load_records
 from organics_bench.training.records import config_hash, job_config
 
 FAMILIES = ("paper", "cpu")
-COLUMNS = ("table", "paper row", "task", "paper", "ours", "seeds (diverged)", "delta", "protocol", "epochs",
-           "params ours / paper", "s/epoch", "hardware", "experiment", "records", "our model")
+COLUMNS = (
+    "table",
+    "paper row",
+    "task",
+    "paper",
+    "ours",
+    "seeds (diverged)",
+    "delta",
+    "protocol",
+    "epochs",
+    "params ours / paper",
+    "s/epoch",
+    "hardware",
+    "experiment",
+    "records",
+    "our model",
+)
 README_COLUMNS = ("table", "paper row", "task", "paper", "ours", "seeds (diverged)", "delta", "protocol")
 README_MARKERS = ("<!-- paper-table -->", "<!-- /paper-table -->")
 
@@ -57,8 +73,9 @@ def paper_experiments() -> list[Experiment]:
                 job = job_config(cfg)
                 if "paper" in job:
                     found.append(Experiment(f"{family}/{name}", job["experiment_name"], job, config_hash(job)))
-    return sorted(found, key=lambda e: (e.paper["table"], e.paper["protocol"] != "full", e.paper["value"] is None,
-                                        e.choice))
+    return sorted(
+        found, key=lambda e: (e.paper["table"], e.paper["protocol"] != "full", e.paper["value"] is None, e.choice)
+    )
 
 
 def _mean_std(values: list[float]) -> str:
@@ -75,8 +92,11 @@ def table_row(experiment: Experiment, results_dir: Path) -> dict[str, str]:
     records = load_records(folder) if folder.is_dir() else []
     runs = [r for r in records if config_hash(r["config"]) == experiment.hash]
     finished = [r for r in runs if r["status"] in ("ok", "diverged")]
-    accs = [100 * r["metrics"]["test/acc"] for r in finished
-            if r["status"] == "ok" and r["metrics"].get("test/acc") is not None]
+    accs = [
+        100 * r["metrics"]["test/acc"]
+        for r in finished
+        if r["status"] == "ok" and r["metrics"].get("test/acc") is not None
+    ]
     diverged = sum(r["status"] == "diverged" for r in finished)
     value = paper.get("value")
     ours = _mean_std(accs) if finished else "not yet run"
@@ -126,24 +146,39 @@ def markdown(rows: list[dict[str, str]], experiments: list[Experiment]) -> str:
     lines = grid(rows, COLUMNS)
     sources = sorted({(e.paper["row"], e.paper.get("source", "")) for e in experiments})
     notes = [f"- {row}: {source}" for row, source in sources if source]
-    return ("# The paper's tables beside ours\n\nTest accuracy (%) at the best-validation epoch; ours is mean ± std "
-            "over the seeds that finished (diverged runs are counted, not averaged). Made by `make tables` from "
-            "`results/runs/`; each record there carries its command, seed, git revision and hardware.\n\n"
-            + "\n".join(lines) + "\n\nWhere each paper number comes from:\n" + "\n".join(notes) + "\n")
+    return (
+        "# The paper's tables beside ours\n\nTest accuracy (%) at the best-validation epoch; ours is mean ± std "
+        "over the seeds that finished (diverged runs are counted, not averaged). Made by `make tables` from "
+        "`results/runs/`; each record there carries its command, seed, git revision and hardware.\n\n"
+        + "\n".join(lines)
+        + "\n\nWhere each paper number comes from:\n"
+        + "\n".join(notes)
+        + "\n"
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
     parser = argparse.ArgumentParser(prog="organics-bench-tables", description=__doc__.split("\n\n")[0])
     parser.add_argument("--results-dir", type=Path, default=Path("results"), help="holds runs/ (default: results)")
-    parser.add_argument("--out", type=Path, default=None, help="markdown path (default: <results-dir>/tables/paper.md);"
-                        " the CSV goes beside it")
-    parser.add_argument("--readme", type=Path, default=None,
-                        help=f"also fill the compact table between {README_MARKERS[0]} markers of this file")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="markdown path (default: <results-dir>/tables/paper.md); the CSV goes beside it",
+    )
+    parser.add_argument(
+        "--readme",
+        type=Path,
+        default=None,
+        help=f"also fill the compact table between {README_MARKERS[0]} markers of this file",
+    )
     args = parser.parse_args(argv)
     if not args.results_dir.is_dir():
-        print(f"error: no results dir {args.results_dir}; run from the repository root or pass --results-dir",
-              file=sys.stderr)
+        print(
+            f"error: no results dir {args.results_dir}; run from the repository root or pass --results-dir",
+            file=sys.stderr,
+        )
         sys.exit(2)
     experiments = paper_experiments()
     rows = [table_row(e, args.results_dir.resolve()) for e in experiments]

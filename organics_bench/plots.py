@@ -1,4 +1,5 @@
 """Figures a person can read: training curves of one or several runs."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -13,9 +14,11 @@ plt.switch_backend("Agg")  # files only, on machines with or without a display
 def plot_training_curves(runs: dict[str, list[dict]], path: Path, title: str = "") -> Path:
     """Train loss, validation accuracy and max gradient norm per epoch, one line per run label."""
     fig, axes = plt.subplots(1, 3, figsize=(14, 4), constrained_layout=True)
-    panels = (("train_loss", "train loss (cross-entropy)", "linear"),
-              ("val_acc", "validation accuracy", "linear"),
-              ("grad_norm_max", "max gradient L2 norm in epoch (no clipping)", "log"))
+    panels = (
+        ("train_loss", "train loss (cross-entropy)", "linear"),
+        ("val_acc", "validation accuracy", "linear"),
+        ("grad_norm_max", "max gradient L2 norm in epoch (no clipping)", "log"),
+    )
     for label, rows in runs.items():
         epochs = [int(row["epoch"]) for row in rows]
         for ax, (key, _, _) in zip(axes, panels):

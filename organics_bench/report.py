@@ -3,6 +3,7 @@
     organics-bench-report results/runs/mini_smnist_rows --table results/tables/mini_smnist_rows.md \
         --figure results/figures/mini_smnist_rows.png
 """
+
 from __future__ import annotations
 
 import argparse
@@ -15,8 +16,19 @@ from organics_bench.io import write_text_atomic
 from organics_bench.plots import plot_training_curves
 from organics_bench.training.records import config_hash
 
-COLUMNS = ("model", "task", "seed", "status", "test acc", "best val acc", "epochs", "params", "time/epoch (s)",
-           "max grad norm", "spectral radius")
+COLUMNS = (
+    "model",
+    "task",
+    "seed",
+    "status",
+    "test acc",
+    "best val acc",
+    "epochs",
+    "params",
+    "time/epoch (s)",
+    "max grad norm",
+    "spectral radius",
+)
 
 
 def load_records(folder: Path) -> list[dict]:
@@ -40,10 +52,19 @@ def markdown_table(records: list[dict]) -> str:
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     for r in records:
         m = r["metrics"]
-        cells = (r["model"], r["task"], str(r["seed"]), r["status"], _fmt(m.get("test/acc"), ".4f"),
-                 _fmt(m.get("best_val/acc"), ".4f"), str(r["epochs_completed"]), f"{r['n_params']:,}",
-                 _fmt(r["time"]["per_epoch_s"], ".2f"), _fmt(r["grad_norm"]["max"], ".3g"),
-                 _fmt(r["spectral_radius"]["final"], ".3f"))
+        cells = (
+            r["model"],
+            r["task"],
+            str(r["seed"]),
+            r["status"],
+            _fmt(m.get("test/acc"), ".4f"),
+            _fmt(m.get("best_val/acc"), ".4f"),
+            str(r["epochs_completed"]),
+            f"{r['n_params']:,}",
+            _fmt(r["time"]["per_epoch_s"], ".2f"),
+            _fmt(r["grad_norm"]["max"], ".3g"),
+            _fmt(r["spectral_radius"]["final"], ".3f"),
+        )
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -57,16 +78,19 @@ def run_group(record: dict) -> tuple[str, str, str, str]:
 def outcome_summary(records: list[dict]) -> str:
     """Per group of runs that share experiment, task, model and config hash: how many runs, how many diverged (a
     result, since nothing is clipped), mean test accuracy."""
-    lines = ["| experiment | task | model | config | runs | diverged | mean test acc (finished runs) |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| experiment | task | model | config | runs | diverged | mean test acc (finished runs) |",
+        "|---|---|---|---|---|---|---|",
+    ]
     groups: dict[tuple[str, str, str, str], list[dict]] = {}
     for r in records:
         groups.setdefault(run_group(r), []).append(r)
     for key in sorted(groups):
         runs = groups[key]
         diverged = sum(r["status"] == "diverged" for r in runs)
-        accs = [r["metrics"]["test/acc"] for r in runs
-                if r["status"] == "ok" and r["metrics"].get("test/acc") is not None]
+        accs = [
+            r["metrics"]["test/acc"] for r in runs if r["status"] == "ok" and r["metrics"].get("test/acc") is not None
+        ]
         mean = f"{sum(accs) / len(accs):.4f}" if accs else "-"
         lines.append(f"| {' | '.join(key)} | {len(runs)} | {diverged} ({diverged / len(runs):.0%}) | {mean} |")
     return "\n".join(lines)
@@ -77,8 +101,10 @@ def provenance(records: list[dict]) -> str:
     lines = []
     for r in records:
         env = r["env"]
-        lines.append(f"- {r['model']} seed {r['seed']}: `{r['command']}` (git {r['git_revision']}, "
-                     f"{env['hardware']}, torch {env['torch']})")
+        lines.append(
+            f"- {r['model']} seed {r['seed']}: `{r['command']}` (git {r['git_revision']}, "
+            f"{env['hardware']}, torch {env['torch']})"
+        )
     return "\n".join(lines)
 
 
@@ -90,14 +116,18 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     records = load_records(args.folder) if args.folder.is_dir() else []
     if not records:
-        print(f"error: no results records (seed<k>.json) under {args.folder}; run organics-bench first",
-              file=sys.stderr)
+        print(
+            f"error: no results records (seed<k>.json) under {args.folder}; run organics-bench first", file=sys.stderr
+        )
         sys.exit(2)
     table = markdown_table(records) + "\n\n" + outcome_summary(records)
     print(table)
     if args.table:
-        write_text_atomic(f"# {args.folder.name}\n\n{table}\n\nTest acc is measured at the best-validation epoch.\n\n"
-                          f"Made by:\n{provenance(records)}\n", args.table)
+        write_text_atomic(
+            f"# {args.folder.name}\n\n{table}\n\nTest acc is measured at the best-validation epoch.\n\n"
+            f"Made by:\n{provenance(records)}\n",
+            args.table,
+        )
         print(f"table: {args.table}")
     if args.figure:
         curves = {f"{r['model']} (seed {r['seed']})": r["history"] for r in records if r["history"]}

@@ -42,6 +42,7 @@ torch.cuda.max_memory_allocated minus the bytes allocated before the run.
     python scripts/bench_throughput.py --static-only    # the static model's training step only
     python scripts/bench_throughput.py --ssn-static-only    # the static SSN's training step only
 """
+
 from __future__ import annotations
 
 import argparse
@@ -78,8 +79,16 @@ def ssn_with_units(d_input: int, n_classes: int, units: int) -> SSN:
     return SSN(d_input, n_classes, units, units)
 
 
-MODELS = {"naive": Organics, "engine": Organics, "lstm": LSTM, "ssn-naive": ssn_with_units, "ssn": ssn_with_units,
-          "cornn": CoRNN, "lipschitz_rnn": LipschitzRNN, "antisymmetric_rnn": AntisymmetricRNN}
+MODELS = {
+    "naive": Organics,
+    "engine": Organics,
+    "lstm": LSTM,
+    "ssn-naive": ssn_with_units,
+    "ssn": ssn_with_units,
+    "cornn": CoRNN,
+    "lipschitz_rnn": LipschitzRNN,
+    "antisymmetric_rnn": AntisymmetricRNN,
+}
 # name: (time steps, batch, units, repeats of engine and LSTM, repeats of the naive form)
 SHAPES = {
     "small": (196, 64, 128, 5, 3),
@@ -111,8 +120,9 @@ def make_case(method: str, steps: int, batch: int, units: int, device: str):
 def make_static_case(solver: str, official_diag_a: bool, batch: int, layers: list[int], device: str):
     """A zero-argument function running one training step's forward + backward of the static two-layer model."""
     torch.manual_seed(0)
-    model = OrganicsStatic(784, 10, layers, "bounded", official_diag_a=official_diag_a,
-                           fixed_point_solver=solver).to(device)
+    model = OrganicsStatic(784, 10, layers, "bounded", official_diag_a=official_diag_a, fixed_point_solver=solver).to(
+        device
+    )
     with torch.no_grad():
         for layer in model.layers:  # off the identity init, as after some training
             layer.W_r.add_(0.05 * torch.randn_like(layer.W_r))
@@ -166,8 +176,14 @@ def run_ssn_static(shape: str, repeats: int, device: str) -> dict:
     speedup = results["torch"]["median_s"] / results["fused"]["median_s"]
     print(f"  speedup of fused over torch {speedup:.2f}x", flush=True)
     fused_backend = ssn_backend(torch.empty(1, device=device))
-    return {"batch": batch, "sizes": sizes, "steps": steps, "fused_backend": fused_backend, "results": results,
-            "speedup": speedup}
+    return {
+        "batch": batch,
+        "sizes": sizes,
+        "steps": steps,
+        "fused_backend": fused_backend,
+        "results": results,
+        "speedup": speedup,
+    }
 
 
 def matmul_floor_case(steps: int, batch: int, units: int, device: str):
@@ -238,8 +254,17 @@ def _status_kib(field: str) -> int:
 
 
 def measure_memory(method: str, shape: tuple[int, int, int], args: argparse.Namespace) -> float:
-    command = [sys.executable, __file__, "--memory-case", method, *map(str, shape), "--threads", str(args.threads),
-               "--device", args.device]
+    command = [
+        sys.executable,
+        __file__,
+        "--memory-case",
+        method,
+        *map(str, shape),
+        "--threads",
+        str(args.threads),
+        "--device",
+        args.device,
+    ]
     out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
     return json.loads(out.strip().splitlines()[-1])["peak_mb"]
 
@@ -255,8 +280,13 @@ def hardware(device: str) -> str:
 
 
 def summarize(times: list[float]) -> dict:
-    return {"runs": len(times), "median_s": statistics.median(times), "min_s": min(times), "max_s": max(times),
-            "times_s": times}
+    return {
+        "runs": len(times),
+        "median_s": statistics.median(times),
+        "min_s": min(times),
+        "max_s": max(times),
+        "times_s": times,
+    }
 
 
 def markdown(record: dict) -> str:
@@ -295,9 +325,11 @@ def sequence_table(cases: list[dict]) -> list[str]:
         res = case["results"]
         cells = [_timing(res[m]) for m in (*METHODS, "matmuls")]
         memory = " / ".join(f"{res[m]['peak_mb']:.0f}" if res[m].get("peak_mb") is not None else "-" for m in METHODS)
-        lines.append(f"| {case['steps']} x {case['batch']} x {case['units']} | {' | '.join(cells)} "
-                     f"| {case['speedup_vs_naive']:.2f}x | {case['engine_over_lstm']:.2f} "
-                     f"| {case['ssn_speedup_vs_naive']:.2f}x | {case['speedup_bound_by_matmuls']:.2f}x | {memory} |")
+        lines.append(
+            f"| {case['steps']} x {case['batch']} x {case['units']} | {' | '.join(cells)} "
+            f"| {case['speedup_vs_naive']:.2f}x | {case['engine_over_lstm']:.2f} "
+            f"| {case['ssn_speedup_vs_naive']:.2f}x | {case['speedup_bound_by_matmuls']:.2f}x | {memory} |"
+        )
     return [*lines, ""]
 
 
@@ -317,14 +349,20 @@ def rivals_table(cases: list[dict]) -> list[str]:
     ]
     for case in cases:
         rivals = case["rivals"]
-        cells = [_timing(case["results"]["lstm"]), _timing(case["results"]["engine"]),
-                 *(_timing(rivals[n]) for n in names)]
+        cells = [
+            _timing(case["results"]["lstm"]),
+            _timing(case["results"]["engine"]),
+            *(_timing(rivals[n]) for n in names),
+        ]
         over_lstm = " / ".join(f"{case['rivals_over_lstm'][n]:.2f}" for n in names)
         over_engine = " / ".join(f"{case['rivals_over_engine'][n]:.2f}" for n in names)
-        memory = " / ".join(f"{rivals[n]['peak_mb']:.0f}" if rivals[n].get("peak_mb") is not None else "-"
-                            for n in names)
-        lines.append(f"| {case['steps']} x {case['batch']} x {case['units']} | {' | '.join(cells)} | {over_lstm} "
-                     f"| {over_engine} | {memory} |")
+        memory = " / ".join(
+            f"{rivals[n]['peak_mb']:.0f}" if rivals[n].get("peak_mb") is not None else "-" for n in names
+        )
+        lines.append(
+            f"| {case['steps']} x {case['batch']} x {case['units']} | {' | '.join(cells)} | {over_lstm} "
+            f"| {over_engine} | {memory} |"
+        )
     return [*lines, ""]
 
 
@@ -366,23 +404,35 @@ def _timing(result: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--shapes", default="small,paper64,paper128",
-                        help=f"comma-separated presets {list(SHAPES)} or T:batch:units (default: all three)")
+    parser.add_argument(
+        "--shapes",
+        default="small,paper64,paper128",
+        help=f"comma-separated presets {list(SHAPES)} or T:batch:units (default: all three)",
+    )
     parser.add_argument("--quick", action="store_true", help="the small shape only, 3 runs per method")
     parser.add_argument("--repeats", type=int, help="timed runs of the engine and the LSTM (default: per shape)")
     parser.add_argument("--naive-repeats", type=int, help="timed runs of the per-step form (default: per shape)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: steady on a busy CPU)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
-    parser.add_argument("--keep-denormals", action="store_true",
-                        help="do not flush subnormal floats to zero (training flushes them by default)")
+    parser.add_argument(
+        "--keep-denormals",
+        action="store_true",
+        help="do not flush subnormal floats to zero (training flushes them by default)",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "bench")
-    parser.add_argument("--static-shape", default=STATIC_SHAPE,
-                        help=f"batch:units per layer of the static model's section (default {STATIC_SHAPE})")
+    parser.add_argument(
+        "--static-shape",
+        default=STATIC_SHAPE,
+        help=f"batch:units per layer of the static model's section (default {STATIC_SHAPE})",
+    )
     parser.add_argument("--static-repeats", type=int, default=5, help="timed runs per static case (default 5)")
     parser.add_argument("--static-only", action="store_true", help="only the static model's section")
-    parser.add_argument("--ssn-static-shape", default=SSN_STATIC_SHAPE,
-                        help=f"batch:E,I:steps of the static SSN's section (default {SSN_STATIC_SHAPE})")
+    parser.add_argument(
+        "--ssn-static-shape",
+        default=SSN_STATIC_SHAPE,
+        help=f"batch:E,I:steps of the static SSN's section (default {SSN_STATIC_SHAPE})",
+    )
     parser.add_argument("--ssn-static-repeats", type=int, default=5, help="timed runs per static SSN engine")
     parser.add_argument("--ssn-static-only", action="store_true", help="only the static SSN's section")
     parser.add_argument("--memory-case", nargs=4, metavar=("METHOD", "T", "BATCH", "UNITS"), help=argparse.SUPPRESS)
@@ -397,8 +447,10 @@ def main() -> None:
     only_one = args.static_only or args.ssn_static_only
     names = [] if only_one else ["small"] if args.quick else args.shapes.split(",")
     engine_backend = backend(torch.empty(1, 1, 3, device=args.device))
-    print(f"device: {args.device} ({hardware(args.device)}), torch {torch.__version__}, {args.threads} thread(s), "
-          f"ORGaNICs engine steps: {engine_backend}")
+    print(
+        f"device: {args.device} ({hardware(args.device)}), torch {torch.__version__}, {args.threads} thread(s), "
+        f"ORGaNICs engine steps: {engine_backend}"
+    )
     cases = []
     for name in names:
         steps, batch, units, repeats, naive_repeats = SHAPES.get(name) or (*map(int, name.split(":")), 3, 2)
@@ -415,22 +467,37 @@ def main() -> None:
                 timing["peak_mb"] = measure_memory(m, (steps, batch, units), args)
                 print(f"    {m:9s} peak memory {timing['peak_mb']:.0f} MiB", flush=True)
         median = {m: results[m]["median_s"] for m in METHODS}
-        cases.append({"shape": name, "steps": steps, "batch": batch, "units": units, "results": results,
-                      "speedup_vs_naive": median["naive"] / median["engine"],
-                      "engine_over_lstm": median["engine"] / median["lstm"],
-                      "ssn_speedup_vs_naive": median["ssn-naive"] / median["ssn"],
-                      "engine_over_matmuls": median["engine"] / results["matmuls"]["median_s"],
-                      "speedup_bound_by_matmuls": median["naive"] / results["matmuls"]["median_s"],
-                      "rivals": rivals,
-                      "rivals_over_lstm": {m: t["median_s"] / median["lstm"] for m, t in rivals.items()},
-                      "rivals_over_engine": {m: t["median_s"] / median["engine"] for m, t in rivals.items()}})
-        print(f"  speedup vs per-step {cases[-1]['speedup_vs_naive']:.2f}x, "
-              f"engine/LSTM {cases[-1]['engine_over_lstm']:.2f}, "
-              f"SSN speedup {cases[-1]['ssn_speedup_vs_naive']:.2f}x, engine/its matmuls alone "
-              f"{cases[-1]['engine_over_matmuls']:.2f}", flush=True)
-        print("  rivals / LSTM: " + ", ".join(f"{RIVALS[m]} {r:.2f}" for m, r in cases[-1]["rivals_over_lstm"].items())
-              + "; / engine: " + ", ".join(f"{RIVALS[m]} {r:.2f}"
-                                           for m, r in cases[-1]["rivals_over_engine"].items()), flush=True)
+        cases.append(
+            {
+                "shape": name,
+                "steps": steps,
+                "batch": batch,
+                "units": units,
+                "results": results,
+                "speedup_vs_naive": median["naive"] / median["engine"],
+                "engine_over_lstm": median["engine"] / median["lstm"],
+                "ssn_speedup_vs_naive": median["ssn-naive"] / median["ssn"],
+                "engine_over_matmuls": median["engine"] / results["matmuls"]["median_s"],
+                "speedup_bound_by_matmuls": median["naive"] / results["matmuls"]["median_s"],
+                "rivals": rivals,
+                "rivals_over_lstm": {m: t["median_s"] / median["lstm"] for m, t in rivals.items()},
+                "rivals_over_engine": {m: t["median_s"] / median["engine"] for m, t in rivals.items()},
+            }
+        )
+        print(
+            f"  speedup vs per-step {cases[-1]['speedup_vs_naive']:.2f}x, "
+            f"engine/LSTM {cases[-1]['engine_over_lstm']:.2f}, "
+            f"SSN speedup {cases[-1]['ssn_speedup_vs_naive']:.2f}x, engine/its matmuls alone "
+            f"{cases[-1]['engine_over_matmuls']:.2f}",
+            flush=True,
+        )
+        print(
+            "  rivals / LSTM: "
+            + ", ".join(f"{RIVALS[m]} {r:.2f}" for m, r in cases[-1]["rivals_over_lstm"].items())
+            + "; / engine: "
+            + ", ".join(f"{RIVALS[m]} {r:.2f}" for m, r in cases[-1]["rivals_over_engine"].items()),
+            flush=True,
+        )
 
     record = {
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
@@ -445,8 +512,9 @@ def main() -> None:
         "env": environment(args.device),
         "cases": cases,
         "static": None if args.ssn_static_only else run_static(args.static_shape, args.static_repeats, args.device),
-        "ssn_static": None if args.static_only else run_ssn_static(args.ssn_static_shape, args.ssn_static_repeats,
-                                                                   args.device),
+        "ssn_static": None
+        if args.static_only
+        else run_ssn_static(args.ssn_static_shape, args.ssn_static_repeats, args.device),
     }
     args.out.mkdir(parents=True, exist_ok=True)
     stem = args.out / record["host"]

@@ -7,6 +7,7 @@ Each argument is LABEL=PATH, PATH a published record (its `seed<k>.diagnostics.j
 (its spectra/ and gradient_flow/ folders). Writes <out>.png (max Re(λ) over training, the final eigenvalues, the
 final gradient flow through time), <out>.json (the numbers, with each run's command and git revision) and <out>.md.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,14 +38,20 @@ def summarise(record: dict, diagnostics: dict) -> dict:
     final_flow = list(flows[-1]["grad_norm_by_time"]) if flows else []
     last_time = spectra[-1]["times"][-1] if spectra else None
     return {
-        "command": record["command"], "git_revision": record["git_revision"], "seed": record["seed"],
-        "status": record["status"], "test_acc": record["metrics"].get("test/acc"),
+        "command": record["command"],
+        "git_revision": record["git_revision"],
+        "seed": record["seed"],
+        "status": record["status"],
+        "test_acc": record["metrics"].get("test/acc"),
         "statistic": spectra[0]["statistic"] if spectra else None,
         "steps": [s["step"] for s in spectra],
         "worst_by_step": [s["worst"] for s in spectra],
-        "fraction_of_probes_unstable_final": (sum(v >= 0 for t in spectra[-1]["times"] for v in t["per_input"]) /
-                                              max(1, sum(len(t["per_input"]) for t in spectra[-1]["times"])))
-        if spectra else None,
+        "fraction_of_probes_unstable_final": (
+            sum(v >= 0 for t in spectra[-1]["times"] for v in t["per_input"])
+            / max(1, sum(len(t["per_input"]) for t in spectra[-1]["times"]))
+        )
+        if spectra
+        else None,
         "final_eigenvalues": last_time["eigenvalues"] if last_time else None,
         "final_grad_norm_first_step": final_flow[0] if final_flow else None,
         "final_grad_norm_last_step": final_flow[-1] if final_flow else None,
@@ -61,8 +68,11 @@ def plot(summaries: dict[str, dict], path: Path) -> Path:
         if s["final_grad_norm_by_time"]:
             flow.plot(range(1, len(s["final_grad_norm_by_time"]) + 1), s["final_grad_norm_by_time"], label=label)
     over.axhline(0.0, color="k", lw=1, ls="--", label="stability boundary")
-    over.set(xlabel="training step", ylabel="max Re(λ) of the Jacobian (worst over probe inputs and times)",
-             title="local stability along the probe trajectory")
+    over.set(
+        xlabel="training step",
+        ylabel="max Re(λ) of the Jacobian (worst over probe inputs and times)",
+        title="local stability along the probe trajectory",
+    )
     eig.axvline(0.0, color="k", lw=1, ls="--")
     eig.set(xlabel="Re(λ)", ylabel="Im(λ)", title="eigenvalues after training (first probe input, last step)")
     flow.set_yscale("log")
@@ -74,15 +84,24 @@ def plot(summaries: dict[str, dict], path: Path) -> Path:
 
 
 def markdown(summaries: dict[str, dict]) -> str:
-    lines = ["| cell | test acc | max Re(λ) first / last measurement | probe states unstable at the end | "
-             "||∂L/∂state_1|| / ||∂L/∂state_T|| at the end |", "|---|---|---|---|---|"]
+    lines = [
+        "| cell | test acc | max Re(λ) first / last measurement | probe states unstable at the end | "
+        "||∂L/∂state_1|| / ||∂L/∂state_T|| at the end |",
+        "|---|---|---|---|---|",
+    ]
     for label, s in summaries.items():
-        ratio = (s["final_grad_norm_first_step"] / s["final_grad_norm_last_step"]
-                 if s["final_grad_norm_last_step"] else math.nan)
-        lines.append(f"| {label} | {s['test_acc']:.4f} | {s['worst_by_step'][0]:.4g} / {s['worst_by_step'][-1]:.4g} "
-                     f"| {s['fraction_of_probes_unstable_final']:.0%} | {ratio:.3g} |")
-    made = "\n".join(f"- {label}: `{s['command']}` (seed {s['seed']}, git {s['git_revision']})"
-                     for label, s in summaries.items())
+        ratio = (
+            s["final_grad_norm_first_step"] / s["final_grad_norm_last_step"]
+            if s["final_grad_norm_last_step"]
+            else math.nan
+        )
+        lines.append(
+            f"| {label} | {s['test_acc']:.4f} | {s['worst_by_step'][0]:.4g} / {s['worst_by_step'][-1]:.4g} "
+            f"| {s['fraction_of_probes_unstable_final']:.0%} | {ratio:.3g} |"
+        )
+    made = "\n".join(
+        f"- {label}: `{s['command']}` (seed {s['seed']}, git {s['git_revision']})" for label, s in summaries.items()
+    )
     return "\n".join(lines) + f"\n\nRuns:\n{made}\n"
 
 

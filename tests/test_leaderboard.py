@@ -1,11 +1,10 @@
 """The stability leaderboard: its sweep (experiment=stability/leaderboard) composes for every model entry and lr, the
 table and figure builder (organics-bench-leaderboard) reads published records in their real on-disk layout, and one
 tiny multirun goes from the command line to published records to the table."""
+
 import copy
 import json
 import math
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,7 +14,7 @@ from organics_bench.config_checks import validate
 from organics_bench.leaderboard import Cell, cell_config, declared_sweep, expected_cells, main
 from organics_bench.models.build import model_choices_by_kind
 from organics_bench.training.records import config_hash
-from tests.helpers import composed, run_cli
+from tests.helpers import composed, run_in_process
 
 ENTRIES = {  # leaderboard entry: (model choice, the cpu/table2 row whose model settings it reuses, or None)
     "organics": ("organics", "cpu/table2_organics64_psmnist"),
@@ -64,8 +63,9 @@ def test_each_entry_composes_with_the_shared_protocol_and_its_cpu_row_model(entr
 def test_every_cell_is_its_own_config_and_the_builder_composes_them_as_the_sweep_does():
     cells = expected_cells()
     sweep = declared_sweep()
-    assert [(c.entry, c.lr) for c in cells] == [(e, float(lr)) for e in sweep["leaderboard"]
-                                                for lr in sweep["optimizer.lr"]]
+    assert [(c.entry, c.lr) for c in cells] == [
+        (e, float(lr)) for e in sweep["leaderboard"] for lr in sweep["optimizer.lr"]
+    ]
     assert len({c.hash for c in cells}) == len(cells)  # organics and organics_identity differ in model.recurrence
     cfg, _ = composed(["experiment=stability/leaderboard", "leaderboard=gru", "optimizer.lr=0.01", "seed=1"])
     gru = next(c for c in cells if (c.entry, c.lr) == ("gru", 0.01))
@@ -73,22 +73,38 @@ def test_every_cell_is_its_own_config_and_the_builder_composes_them_as_the_sweep
 
 
 # ----- the builder on fabricated records -------------------------------------------------------------------------
-def fake_record(config: dict, seed: int, status: str, acc, above: float, max_norm, n_params: int,
-                nonfinite: int = 0) -> dict:
+def fake_record(
+    config: dict, seed: int, status: str, acc, above: float, max_norm, n_params: int, nonfinite: int = 0
+) -> dict:
     return {
-        "schema_version": 1, "task": "psmnist", "model": ENTRIES[config["leaderboard"]["entry"]][0],
-        "experiment": config["experiment_name"], "seed": seed, "status": status, "epochs_completed": 10,
-        "global_step": 550, "diverged_at": {"epoch": 3, "step": 120, "loss": "nan"} if status == "diverged" else None,
+        "schema_version": 1,
+        "task": "psmnist",
+        "model": ENTRIES[config["leaderboard"]["entry"]][0],
+        "experiment": config["experiment_name"],
+        "seed": seed,
+        "status": status,
+        "epochs_completed": 10,
+        "global_step": 550,
+        "diverged_at": {"epoch": 3, "step": 120, "loss": "nan"} if status == "diverged" else None,
         "metrics": {"test/acc": acc, "test/loss": "nan" if status == "diverged" else 1.2, "best_val/acc": acc},
-        "grad_norm": {"max": max_norm, "p99": 1.0, "median": 0.5, "final": "nan" if status == "diverged" else 0.4,
-                      "nonfinite_steps": nonfinite,
-                      "fraction_above": {"1": min(1.0, 2 * above), "10": above, "100": 0.0, "1000": 0.0}},
+        "grad_norm": {
+            "max": max_norm,
+            "p99": 1.0,
+            "median": 0.5,
+            "final": "nan" if status == "diverged" else 0.4,
+            "nonfinite_steps": nonfinite,
+            "fraction_above": {"1": min(1.0, 2 * above), "10": above, "100": 0.0, "1000": 0.0},
+        },
         "spectral_radius": {"first_epoch": None, "final": None, "max": None},
-        "time": {"wall_s": 20.0, "per_epoch_s": 2.0}, "n_params": n_params, "epochs_planned": 10,
+        "time": {"wall_s": 20.0, "per_epoch_s": 2.0},
+        "n_params": n_params,
+        "epochs_planned": 10,
         "command": f"organics-bench leaderboard={config['leaderboard']['entry']} "
-                   f"optimizer.lr={config['optimizer']['lr']} seed={seed} experiment=stability/leaderboard",
-        "git_revision": "abc123", "env": {"hardware": "test CPU, 1 threads", "torch": "2.x"},
-        "config_hash": config_hash(config), "config": copy.deepcopy(config),
+        f"optimizer.lr={config['optimizer']['lr']} seed={seed} experiment=stability/leaderboard",
+        "git_revision": "abc123",
+        "env": {"hardware": "test CPU, 1 threads", "torch": "2.x"},
+        "config_hash": config_hash(config),
+        "config": copy.deepcopy(config),
     }
 
 
@@ -103,8 +119,10 @@ def publish(results: Path, record: dict) -> None:
 @pytest.fixture(scope="module")
 def configs():
     with initialize_config_module("organics_bench.conf", version_base="1.3"):
-        return {(entry, lr): cell_config(entry, lr) for entry, lr in
-                [("lstm", "0.001"), ("lstm", "0.1"), ("organics", "0.01"), ("organics_identity", "0.01")]}
+        return {
+            (entry, lr): cell_config(entry, lr)
+            for entry, lr in [("lstm", "0.001"), ("lstm", "0.1"), ("organics", "0.01"), ("organics_identity", "0.01")]
+        }
 
 
 def test_table_and_figure_from_published_records(tmp_path, configs, capsys):
@@ -141,15 +159,27 @@ def test_table_and_figure_from_published_records(tmp_path, configs, capsys):
     assert "git revisions: abc123" in table
     assert (results / "figures" / "stability.png").stat().st_size > 20_000
 
-    main(["--results-dir", str(results), "--threshold", "1", "--table", str(tmp_path / "t1.md"),
-          "--figure", str(tmp_path / "f1.png")])
+    main(
+        [
+            "--results-dir",
+            str(results),
+            "--threshold",
+            "1",
+            "--table",
+            str(tmp_path / "t1.md"),
+            "--figure",
+            str(tmp_path / "f1.png"),
+        ]
+    )
     assert "| LSTM | 0.001 | 3 | 0/3 | 20.0% | 5 | 60.00 ± 10.00 |" in (tmp_path / "t1.md").read_text()
 
 
 def test_cell_summary_numbers(configs):
     cell = Cell("lstm", "LSTM", 0.1, config_hash(configs[("lstm", "0.1")]), "stability_leaderboard")
-    cell.records = [fake_record(configs[("lstm", "0.1")], 0, "diverged", "nan", 1.0, None, 17802, nonfinite=5),
-                    fake_record(configs[("lstm", "0.1")], 1, "ok", 0.25, 0.2, "inf", 17802)]
+    cell.records = [
+        fake_record(configs[("lstm", "0.1")], 0, "diverged", "nan", 1.0, None, 17802, nonfinite=5),
+        fake_record(configs[("lstm", "0.1")], 1, "ok", 0.25, 0.2, "inf", 17802),
+    ]
     s = cell.summary("10")
     assert (s["runs"], s["diverged"], s["fraction_diverged"], s["nonfinite_runs"]) == (2, 1, 0.5, 1)
     assert s["fraction_above"] == pytest.approx(0.6) and s["max_grad_norm"] is None  # no finite maximum
@@ -165,11 +195,21 @@ def test_no_records_is_one_line(tmp_path, capsys):
 
 
 # ----- end to end: the command line ------------------------------------------------------------------------------
-def test_a_tiny_multirun_publishes_records_the_builder_reads(tmp_path):
+def test_a_tiny_multirun_publishes_records_the_builder_reads(tmp_path, capsys):
     results = tmp_path / "results"
-    result = run_cli("-m", "experiment=stability/leaderboard", "leaderboard=lstm,cornn", "optimizer.lr=0.001,0.1",
-                     "seed=0", *TINY, "publish=true", f"paths.results_dir={results}",
-                     f"paths.output_dir={tmp_path / 'outputs'}", f"paths.data_dir={tmp_path / 'data'}", cwd=tmp_path)
+    result = run_in_process(
+        "-m",
+        "experiment=stability/leaderboard",
+        "leaderboard=lstm,cornn",
+        "optimizer.lr=0.001,0.1",
+        "seed=0",
+        *TINY,
+        "publish=true",
+        f"paths.results_dir={results}",
+        f"paths.output_dir={tmp_path / 'outputs'}",
+        f"paths.data_dir={tmp_path / 'data'}",
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr
     published = sorted((results / "runs" / "stability_leaderboard").glob("*/*/seed0.json"))
     assert len(published) == 4 and {p.parts[-3] for p in published} == {"lstm", "cornn"}
@@ -181,11 +221,10 @@ def test_a_tiny_multirun_publishes_records_the_builder_reads(tmp_path):
         assert "experiment=stability/leaderboard" in record["command"]
         assert set(record["grad_norm"]["fraction_above"]) == {"1", "10", "100", "1000"}
 
-    builder = Path(sys.executable).parent / "organics-bench-leaderboard"
-    built = subprocess.run([str(builder), "--results-dir", str(results), *(f"--override={o}" for o in TINY)],
-                           capture_output=True, text=True, timeout=300, cwd=tmp_path)
-    assert built.returncode == 0, built.stderr
-    assert "4 of 40 model x lr cells measured, 4 runs; 0 records of other configs not counted" in built.stdout
+    capsys.readouterr()
+    main(["--results-dir", str(results), *(f"--override={o}" for o in TINY)])  # organics-bench-leaderboard
+    out = capsys.readouterr().out
+    assert "4 of 40 model x lr cells measured, 4 runs; 0 records of other configs not counted" in out
     table = (results / "tables" / "stability.md").read_text()
     for label in ("LSTM", "coRNN"):
         for lr in ("0.001", "0.1"):

@@ -11,9 +11,10 @@ Thresholds sit well below what was measured on this 2-core machine (test acc at 
   conv_organics (static, 2 epochs, lr 1e-3): 0.952 / 0.948 for seeds 0 / 1
   cnn (static, lr 1e-3): 0.940 after 2 epochs (seed 1), 0.960 after 3 (seed 0)
 """
+
 import pytest
 
-from tests.helpers import read_metrics, run_cli
+from tests.helpers import read_metrics, run_in_process
 
 ROWS = ["experiment=mini/smnist_rows"]
 STATIC = ["task=mnist", "task.source=bundled", "trainer.batch_size=64", "trainer.num_threads=1"]
@@ -33,9 +34,19 @@ CASES = {  # model: (task overrides, epochs, lr, threshold)
 def test_model_learns_real_digits(tmp_path, model):
     task, epochs, lr, threshold = CASES[model]
     run_dir = tmp_path / "run"
-    result = run_cli(*task, f"model={model}", f"trainer.epochs={epochs}", f"optimizer.lr={lr}", "seed=0",
-                     "logger=none", "diagnostics=none", "paths.results_dir=null", "trainer.progress_bar=false",
-                     f"hydra.run.dir={run_dir}", cwd=tmp_path, timeout=900)
+    result = run_in_process(
+        *task,
+        f"model={model}",
+        f"trainer.epochs={epochs}",
+        f"optimizer.lr={lr}",
+        "seed=0",
+        "logger=none",
+        "diagnostics=none",
+        "paths.results_dir=null",
+        "trainer.progress_bar=false",
+        f"hydra.run.dir={run_dir}",
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr
     record = read_metrics(run_dir)
     assert record["status"] == "ok"

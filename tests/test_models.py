@@ -1,5 +1,6 @@
 """The ORGaNICs cell against the paper's equations, the LSTM step against nn.LSTM, parameter counts, and the
 normalization weights and closed-form fixed point shared with the static models (`organics_bench.equations`)."""
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -41,14 +42,19 @@ def spec_euler_step(m: Organics, x: torch.Tensor, y, a, b, b0):
 @pytest.mark.parametrize("rectify_input,clamp,learn_tau", [(False, False, True), (True, True, False)])
 def test_step_is_the_papers_euler_step(recurrence, rectify_input, clamp, learn_tau):
     torch.manual_seed(1)
-    m = Organics(5, 10, 16, recurrence=recurrence, rectify_input=rectify_input, clamp_normalization=clamp,
-                 learn_tau=learn_tau).double()
+    m = Organics(
+        5, 10, 16, recurrence=recurrence, rectify_input=rectify_input, clamp_normalization=clamp, learn_tau=learn_tau
+    ).double()
     with torch.no_grad():  # move every weight off its init so each term matters
         for p in m.parameters():
             p.add_(0.3 * torch.randn_like(p))
     x = torch.randn(7, 5, dtype=torch.float64)
-    y, a, b, b0 = torch.randn(7, 16).double(), torch.rand(7, 16).double(), torch.rand(7, 16).double(), \
-        torch.rand(7, 16).double()
+    y, a, b, b0 = (
+        torch.randn(7, 16).double(),
+        torch.rand(7, 16).double(),
+        torch.rand(7, 16).double(),
+        torch.rand(7, 16).double(),
+    )
     a[0, :3] = -0.2  # negative modulators exercise the rectification
     expected = spec_euler_step(m, x, y, a, b, b0)
     got = m.step(x, torch.cat([y, a, b, b0], -1))
@@ -108,15 +114,28 @@ def test_baseline_parameter_counts():
 def test_every_model_draws_the_normalization_weights_alike_and_seeds_give_the_same_numbers():
     """L of W = exp(L): off-diagonal U(-1, 0), diagonal 0, drawn where each model always drew it (pinned at seed 0)."""
     torch.manual_seed(0)
-    torch.testing.assert_close(initial_log_normalization(3), torch.tensor(
-        [[0.0, -0.231778, -0.911523], [-0.867970, 0.0, -0.365921], [-0.509907, -0.103555, 0.0]]), atol=1e-6, rtol=0)
+    torch.testing.assert_close(
+        initial_log_normalization(3),
+        torch.tensor([[0.0, -0.231778, -0.911523], [-0.867970, 0.0, -0.365921], [-0.509907, -0.103555, 0.0]]),
+        atol=1e-6,
+        rtol=0,
+    )
     pinned = {
-        lambda: Organics(2, 10, 3): [[0.0, -0.794401, -0.406828], [-0.887653, 0.0, -0.758292],
-                                     [-0.273763, -0.298920, 0.0]],
-        lambda: FixedPointLayer(2, 3): [[0.0, -0.717731, -0.318391], [-0.084806, 0.0, -0.125844],
-                                        [-0.580592, -0.447093, 0.0]],
-        lambda: ConvOrganicsLayer(1, 3): [[0.0, -0.846543, -0.758292], [-0.273763, 0.0, -0.796176],
-                                          [-0.348946, -0.225514, 0.0]],
+        lambda: Organics(2, 10, 3): [
+            [0.0, -0.794401, -0.406828],
+            [-0.887653, 0.0, -0.758292],
+            [-0.273763, -0.298920, 0.0],
+        ],
+        lambda: FixedPointLayer(2, 3): [
+            [0.0, -0.717731, -0.318391],
+            [-0.084806, 0.0, -0.125844],
+            [-0.580592, -0.447093, 0.0],
+        ],
+        lambda: ConvOrganicsLayer(1, 3): [
+            [0.0, -0.846543, -0.758292],
+            [-0.273763, 0.0, -0.796176],
+            [-0.348946, -0.225514, 0.0],
+        ],
     }
     for build, expected in pinned.items():
         torch.manual_seed(0)

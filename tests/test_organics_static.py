@@ -1,4 +1,5 @@
 """The ORGaNICs fixed-point classifier: parameter counts, true ODE fixed points, Algorithm 1, gradients, shapes."""
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -73,8 +74,10 @@ def test_steady_state_is_a_fixed_point_of_the_ode(recurrence):
 
 def test_official_diag_a_is_not_a_fixed_point():
     torch.manual_seed(1)
-    faithful, official = random_model("bounded", iterations=30), random_model("bounded", iterations=30,
-                                                                              official_diag_a=True)
+    faithful, official = (
+        random_model("bounded", iterations=30),
+        random_model("bounded", iterations=30, official_diag_a=True),
+    )
     official.load_state_dict(faithful.state_dict())
     x = torch.rand(16, 784, dtype=torch.float64)
     assert max(found.residual.max() for found in faithful.layer_steady_states(x)) < 1e-5

@@ -1,5 +1,6 @@
 """`organics-bench-tables`: every paper experiment carries its paper number as data, and the table averages only
 runs that share the experiment and config hash."""
+
 import copy
 import csv
 import json
@@ -10,11 +11,16 @@ from organics_bench.paper_table import main, paper_experiments
 from organics_bench.training.records import config_hash
 
 PAPER_VALUES = {  # Table 1 and Table 2 of the paper, test accuracy (%)
-    "paper/table1_organics_static": 98.1, "paper/table1_organics_static_80": 98.2,
-    "paper/table1_organics_static_2layer": 98.1, "paper/table1_ssn_static": 94.9,
-    "paper/table1_ssn_static_80_20": 95.2, "paper/table2_organics128_smnist": 97.8,
-    "paper/table2_organics128_psmnist": 90.7, "paper/table2_organics64_psmnist": 89.9,
-    "paper/table2_organics_fixed_tau64_smnist": 90.3, "paper/table2_lstm128_psmnist": 92.6,
+    "paper/table1_organics_static": 98.1,
+    "paper/table1_organics_static_80": 98.2,
+    "paper/table1_organics_static_2layer": 98.1,
+    "paper/table1_ssn_static": 94.9,
+    "paper/table1_ssn_static_80_20": 95.2,
+    "paper/table2_organics128_smnist": 97.8,
+    "paper/table2_organics128_psmnist": 90.7,
+    "paper/table2_organics64_psmnist": 89.9,
+    "paper/table2_organics_fixed_tau64_smnist": 90.3,
+    "paper/table2_lstm128_psmnist": 92.6,
 }
 
 
@@ -24,8 +30,17 @@ def experiments():
 
 
 def test_every_paper_experiment_carries_its_row_as_config_data(experiments):
-    assert {f"paper/table1_{n}" for n in ("organics_static", "organics_static_80", "organics_static_2layer",
-                                          "ssn_static", "ssn_static_80_20", "autoencoder_linear")} <= set(experiments)
+    assert {
+        f"paper/table1_{n}"
+        for n in (
+            "organics_static",
+            "organics_static_80",
+            "organics_static_2layer",
+            "ssn_static",
+            "ssn_static_80_20",
+            "autoencoder_linear",
+        )
+    } <= set(experiments)
     for choice, value in PAPER_VALUES.items():
         assert experiments[choice].paper["value"] == value
     for e in experiments.values():
@@ -39,10 +54,19 @@ def test_every_paper_experiment_carries_its_row_as_config_data(experiments):
 
 
 def fake_record(experiment, seed: int, status: str = "ok", acc: float | None = 0.98) -> dict:
-    return {"model": experiment.config["model"]["_target_"], "task": experiment.config["task"]["name"],
-            "experiment": experiment.name, "seed": seed, "status": status, "epochs_completed": 200,
-            "n_params": 669324, "metrics": {"test/acc": acc}, "time": {"per_epoch_s": 4.0 + seed},
-            "env": {"hardware": "test CPU, 1 threads", "torch": "2.x"}, "config": copy.deepcopy(experiment.config)}
+    return {
+        "model": experiment.config["model"]["_target_"],
+        "task": experiment.config["task"]["name"],
+        "experiment": experiment.name,
+        "seed": seed,
+        "status": status,
+        "epochs_completed": 200,
+        "n_params": 669324,
+        "metrics": {"test/acc": acc},
+        "time": {"per_epoch_s": 4.0 + seed},
+        "env": {"hardware": "test CPU, 1 threads", "torch": "2.x"},
+        "config": copy.deepcopy(experiment.config),
+    }
 
 
 def test_table_averages_matching_runs_only_and_counts_divergence(tmp_path, experiments):
@@ -51,8 +75,14 @@ def test_table_averages_matching_runs_only_and_counts_divergence(tmp_path, exper
     folder.mkdir(parents=True)
     other = fake_record(experiment, 3, acc=0.10)
     other["config"]["optimizer"]["lr"] = 0.5  # another config under the same experiment name
-    for seed, rec in enumerate([fake_record(experiment, 0, acc=0.980), fake_record(experiment, 1, acc=0.984),
-                                fake_record(experiment, 2, "diverged", None), other]):
+    for seed, rec in enumerate(
+        [
+            fake_record(experiment, 0, acc=0.980),
+            fake_record(experiment, 1, acc=0.984),
+            fake_record(experiment, 2, "diverged", None),
+            other,
+        ]
+    ):
         (folder / f"seed{seed}.json").write_text(json.dumps(rec))
     assert config_hash(other["config"]) != experiment.hash
     main(["--results-dir", str(tmp_path / "results")])

@@ -1,4 +1,5 @@
 """`organics-bench-report`: the table, the diverged fraction and the figure from results records."""
+
 import json
 import subprocess
 import sys
@@ -11,23 +12,39 @@ SCRIPT = Path(sys.executable).parent / "organics-bench-report"
 
 
 def record(model: str, seed: int, status: str, acc: float | None, task: str = "smnist", units: int = 64) -> dict:
-    return {"model": model, "task": task, "experiment": "exp", "seed": seed, "status": status, "epochs_completed": 2,
-            "config": {"model": {"hidden_size": units}, "task": {"name": task}},
-            "n_params": 1234, "metrics": {"test/acc": acc, "best_val/acc": acc},
-            "time": {"per_epoch_s": 1.5}, "grad_norm": {"max": 2.0}, "spectral_radius": {"final": None},
-            "command": f"organics-bench model={model} seed={seed}", "git_revision": "abc123",
-            "env": {"hardware": "test CPU", "torch": "2.x"}}
+    return {
+        "model": model,
+        "task": task,
+        "experiment": "exp",
+        "seed": seed,
+        "status": status,
+        "epochs_completed": 2,
+        "config": {"model": {"hidden_size": units}, "task": {"name": task}},
+        "n_params": 1234,
+        "metrics": {"test/acc": acc, "best_val/acc": acc},
+        "time": {"per_epoch_s": 1.5},
+        "grad_norm": {"max": 2.0},
+        "spectral_radius": {"final": None},
+        "command": f"organics-bench model={model} seed={seed}",
+        "git_revision": "abc123",
+        "env": {"hardware": "test CPU", "torch": "2.x"},
+    }
 
 
 def test_report_counts_diverged_runs_and_writes_table_and_figure(tmp_path, capsys):
     folder = tmp_path / "runs" / "exp"
-    for model, seed, status, acc in (("organics", 0, "ok", 0.8), ("organics", 1, "ok", 0.6),
-                                     ("ssn", 0, "diverged", None), ("ssn", 1, "ok", 0.5)):
+    for model, seed, status, acc in (
+        ("organics", 0, "ok", 0.8),
+        ("organics", 1, "ok", 0.6),
+        ("ssn", 0, "diverged", None),
+        ("ssn", 1, "ok", 0.5),
+    ):
         target = folder / model
         target.mkdir(parents=True, exist_ok=True)
         (target / f"seed{seed}.json").write_text(json.dumps(record(model, seed, status, acc)))
         (target / f"seed{seed}.history.csv").write_text(
-            "epoch,train_loss,val_acc,grad_norm_max\n1,2.0,0.3,1.0\n2,1.5,0.5,2.0\n")
+            "epoch,train_loss,val_acc,grad_norm_max\n1,2.0,0.3,1.0\n2,1.5,0.5,2.0\n"
+        )
     main([str(folder), "--table", str(tmp_path / "t.md"), "--figure", str(tmp_path / "f.png")])
     table = (tmp_path / "t.md").read_text()
     organics_hash = config_hash(record("organics", 0, "ok", 0.8)["config"])
@@ -40,8 +57,11 @@ def test_report_counts_diverged_runs_and_writes_table_and_figure(tmp_path, capsy
 
 def test_report_never_averages_runs_of_different_configs_or_tasks(tmp_path):
     folder = tmp_path / "runs" / "exp"
-    runs = (("organics", 0, 0.9, "smnist", 128), ("organics", 1, 0.5, "psmnist", 64),
-            ("organics", 2, 0.7, "smnist", 64))
+    runs = (
+        ("organics", 0, 0.9, "smnist", 128),
+        ("organics", 1, 0.5, "psmnist", 64),
+        ("organics", 2, 0.7, "smnist", 64),
+    )
     for model, seed, acc, task, units in runs:
         target = folder / model
         target.mkdir(parents=True, exist_ok=True)
@@ -57,6 +77,7 @@ def test_report_never_averages_runs_of_different_configs_or_tasks(tmp_path):
 def test_report_on_an_empty_folder_is_one_line(tmp_path):
     result = subprocess.run([str(SCRIPT), str(tmp_path)], capture_output=True, text=True)
     assert result.returncode == 2 and result.stderr.strip().startswith("error: no results records")
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
 
 
 def test_git_revision_marks_code_changes_dirty_but_not_regenerated_results(tmp_path):
@@ -78,12 +99,27 @@ def test_git_revision_marks_code_changes_dirty_but_not_regenerated_results(tmp_p
 
 
 def test_config_hash_ignores_where_and_how_fast_but_not_what_is_computed():
-    base = {"model": {"hidden_size": 64, "engine": "fused"}, "task": {"name": "psmnist", "data_dir": "/a"},
-            "trainer": {"epochs": 20, "num_threads": 1}, "optimizer": {"lr": 0.01}, "scheduler": {}, "seed": 0}
-    same = {**base, "seed": 3, "model": {"hidden_size": 64, "engine": "loop"}, "task": {"name": "psmnist"},
-            "trainer": {"epochs": 20, "num_threads": 2, "device": "cuda", "keep_epochs_from": 15}}
+    base = {
+        "model": {"hidden_size": 64, "engine": "fused"},
+        "task": {"name": "psmnist", "data_dir": "/a"},
+        "trainer": {"epochs": 20, "num_threads": 1},
+        "optimizer": {"lr": 0.01},
+        "scheduler": {},
+        "seed": 0,
+    }
+    same = {
+        **base,
+        "seed": 3,
+        "model": {"hidden_size": 64, "engine": "loop"},
+        "task": {"name": "psmnist"},
+        "trainer": {"epochs": 20, "num_threads": 2, "device": "cuda", "keep_epochs_from": 15},
+    }
     assert config_hash(same) == config_hash(base)
-    for section, key, value in (("model", "hidden_size", 128), ("task", "name", "smnist"), ("trainer", "epochs", 300),
-                                ("optimizer", "lr", 0.001)):
+    for section, key, value in (
+        ("model", "hidden_size", 128),
+        ("task", "name", "smnist"),
+        ("trainer", "epochs", 300),
+        ("optimizer", "lr", 0.001),
+    ):
         changed = {**base, section: {**base[section], key: value}}
         assert config_hash(changed) != config_hash(base), (section, key)

@@ -1,4 +1,5 @@
 """SSN baselines: the Euler step against the equations, Dale's law, gradients, settling, divergence, shapes."""
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -33,8 +34,7 @@ def test_step_is_a_hand_written_euler_step():
     torch.manual_seed(0)
     m = perturbed(SSN(3, 10, n_excitatory=6, n_inhibitory=4, k=0.05, dt_tau_e=0.03, dt_tau_i=0.07).double())
     u, x = 10 * torch.randn(5, 10, dtype=torch.float64), torch.randn(5, 3, dtype=torch.float64)
-    expected = spec_step(u, x, m.circuit.raw_weights, m.circuit.input.weight, m.circuit.input.bias, 6, 0.05, 0.03,
-                         0.07)
+    expected = spec_step(u, x, m.circuit.raw_weights, m.circuit.input.weight, m.circuit.input.bias, 6, 0.05, 0.03, 0.07)
     got = m.step(x, u)
     torch.testing.assert_close(got, expected)
     torch.testing.assert_close(m.vector_field(u, x), got - u)

@@ -1,12 +1,13 @@
 """The SSN engine against the per-step `step` loop, and its fused CPU kernels against the torch form (the engine as
 it was before them): forward, every gradient, constant drives, sizes off the vector width, divergence."""
+
 import pytest
 import torch
 
 from organics_bench.models import ssn_engine, ssn_fused
 from organics_bench.models.base import DynamicalModel
 from organics_bench.models.ssn import SSN, SSNStatic
-from tests.helpers import read_metrics, run_cli, smoke_overrides
+from tests.helpers import read_metrics, run_in_process, smoke_overrides
 
 
 @pytest.fixture(params=["auto", "torch"])
@@ -32,7 +33,7 @@ def loss_and_grads(model, run):
 
 def assert_same_run(model, run, engines, tol):
     """Output and every parameter's gradient of `run` agree between the two engines, and every gradient is used."""
-    (ref, grads_ref), (got, grads) = [loss_and_grads(model, lambda: run(e)) for e in engines]
+    (ref, grads_ref), (got, grads) = [loss_and_grads(model, lambda e=e: run(e)) for e in engines]
     assert_relative(got, ref, "output", tol)
     assert grads.keys() == grads_ref.keys() == {k for k, _ in model.named_parameters()}
     for k, g in grads_ref.items():
@@ -170,9 +171,15 @@ def test_a_blown_up_static_ssn_gives_a_non_finite_loss_on_the_fused_path():
 
 def test_the_trainer_records_a_blown_up_ssn_as_diverged(tmp_path):
     run_dir = tmp_path / "run"
-    result = run_cli(*smoke_overrides("ssn_static", "mnist", tmp_path / "data"), "model.dt_tau_e=1.0",
-                     "model.dt_tau_i=1.0", "model.power=4.0", "model.input_scale=100.0",  # a quartic SSN explodes
-                     f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    result = run_in_process(
+        *smoke_overrides("ssn_static", "mnist", tmp_path / "data"),
+        "model.dt_tau_e=1.0",
+        "model.dt_tau_i=1.0",
+        "model.power=4.0",
+        "model.input_scale=100.0",  # quartic: explodes
+        f"hydra.run.dir={run_dir}",
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr
     record = read_metrics(run_dir)
     assert record["status"] == "diverged" and record["diverged_at"]["loss"] in ("nan", "inf")

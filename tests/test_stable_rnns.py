@@ -3,6 +3,7 @@ written out here in float64 NumPy in the papers' column-vector notation (one sam
 counts at the paper settings; the fast sequence path against the `step` loop; and a short learning run on the
 bundled real digits.
 """
+
 import numpy as np
 import pytest
 import torch
@@ -10,7 +11,7 @@ import torch.nn.functional as F
 from hydra import compose, initialize_config_module
 from hydra.utils import instantiate
 
-from organics_bench.models.base import DynamicalModel, count_trainable
+from organics_bench.models.base import DynamicalModel, HasVectorField, count_trainable
 from organics_bench.models.stable_rnns import AntisymmetricRNN, CoRNN, LipschitzRNN
 
 D, N, BATCH = 3, 9, 5
@@ -39,6 +40,7 @@ def sigmoid(v):
 
 
 # ----- (a) each step is its paper's update -------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("damping", ["explicit", "implicit"])
 def test_cornn_step_is_the_imex_update(damping):
@@ -70,8 +72,9 @@ def lipschitz_matrix_np(M: np.ndarray, beta: float, gamma: float) -> np.ndarray:
 @pytest.mark.parametrize("scheme", ["euler", "rk2"])
 def test_lipschitz_step_is_the_papers_discretisation(scheme):
     beta, gamma_a, gamma_w, eps = 0.65, 0.2, 0.05, 0.4
-    m = moved_off_init(LipschitzRNN(D, 10, N, beta=beta, gamma_a=gamma_a, gamma_w=gamma_w, epsilon=eps,
-                                    scheme=scheme), 2)
+    m = moved_off_init(
+        LipschitzRNN(D, 10, N, beta=beta, gamma_a=gamma_a, gamma_w=gamma_w, epsilon=eps, scheme=scheme), 2
+    )
     rng = np.random.default_rng(2)
     x, h0 = rng.normal(size=(BATCH, D)), rng.normal(size=(BATCH, N))
     got = array(m.step(torch.from_numpy(x), torch.from_numpy(h0)))
@@ -79,8 +82,10 @@ def test_lipschitz_step_is_the_papers_discretisation(scheme):
     W = lipschitz_matrix_np(array(m.M_W), beta, gamma_w)
     U, b = array(m.input.weight), array(m.input.bias)
     for i in range(BATCH):
-        def f(h):  # h' = A_beta h + tanh(W_beta h + U x + b)
-            return A @ h + tanh(W @ h + U @ x[i] + b)
+
+        def f(h, x_i=x[i]):  # h' = A_beta h + tanh(W_beta h + U x + b)
+            return A @ h + tanh(W @ h + U @ x_i + b)
+
         expected = h0[i] + eps * f(h0[i]) if scheme == "euler" else h0[i] + eps * f(h0[i] + eps / 2 * f(h0[i]))
         np.testing.assert_allclose(got[i], expected, rtol=0, atol=1e-12)
     field = array(m.vector_field(torch.from_numpy(h0), torch.from_numpy(x)))
@@ -115,8 +120,9 @@ def test_antisymmetric_step_is_the_papers_euler_step(gated):
         if gated:
             update = sigmoid(A @ h0[i] + array(m.gate_input.weight) @ x[i] + array(m.gate_input.bias)) * update
         np.testing.assert_allclose(got[i], h0[i] + eps * update, rtol=0, atol=1e-12)
-    np.testing.assert_allclose(array(m.vector_field(torch.from_numpy(h0), torch.from_numpy(x))), got - h0,
-                               rtol=0, atol=1e-12)
+    np.testing.assert_allclose(
+        array(m.vector_field(torch.from_numpy(h0), torch.from_numpy(x))), got - h0, rtol=0, atol=1e-12
+    )
     assert np.abs(got - h0).max() > 1e-2
 
 
@@ -164,14 +170,26 @@ def test_parameter_counts_by_formula():
 
 # ----- (c) the fast path is the step loop ---------------------------------------------------------------------------
 
-@pytest.mark.parametrize("make", [
-    lambda: CoRNN(D, 10, N, dt=0.2, damping="explicit"),
-    lambda: CoRNN(D, 10, N, dt=0.2, damping="implicit"),
-    lambda: LipschitzRNN(D, 10, N, epsilon=0.2, scheme="euler"),
-    lambda: LipschitzRNN(D, 10, N, epsilon=0.2, scheme="rk2"),
-    lambda: AntisymmetricRNN(D, 10, N, epsilon=0.2, gated=False),
-    lambda: AntisymmetricRNN(D, 10, N, epsilon=0.2, gated=True),
-], ids=["cornn-explicit", "cornn-implicit", "lipschitz-euler", "lipschitz-rk2", "antisymmetric", "antisymmetric-gated"])
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: CoRNN(D, 10, N, dt=0.2, damping="explicit"),
+        lambda: CoRNN(D, 10, N, dt=0.2, damping="implicit"),
+        lambda: LipschitzRNN(D, 10, N, epsilon=0.2, scheme="euler"),
+        lambda: LipschitzRNN(D, 10, N, epsilon=0.2, scheme="rk2"),
+        lambda: AntisymmetricRNN(D, 10, N, epsilon=0.2, gated=False),
+        lambda: AntisymmetricRNN(D, 10, N, epsilon=0.2, gated=True),
+    ],
+    ids=[
+        "cornn-explicit",
+        "cornn-implicit",
+        "lipschitz-euler",
+        "lipschitz-rk2",
+        "antisymmetric",
+        "antisymmetric-gated",
+    ],
+)
 def test_sequence_path_matches_the_step_loop(make):
     torch.manual_seed(5)
     m = make()
@@ -188,8 +206,8 @@ def test_sequence_path_matches_the_step_loop(make):
 def test_only_the_euler_fields_are_vector_fields():
     """The diagnostics take Re(λ) of `vector_field` where there is one, |λ| of the step map otherwise: coRNN's IMEX
     step is not state + field, so it must not offer one."""
-    assert not hasattr(CoRNN(1, 10, 4), "vector_field")
-    assert hasattr(LipschitzRNN(1, 10, 4), "vector_field") and hasattr(AntisymmetricRNN(1, 10, 4), "vector_field")
+    assert not isinstance(CoRNN(1, 10, 4), HasVectorField)
+    assert isinstance(LipschitzRNN(1, 10, 4), HasVectorField) and isinstance(AntisymmetricRNN(1, 10, 4), HasVectorField)
 
 
 @pytest.mark.parametrize("bad", [lambda: CoRNN(1, 10, 4, damping="semi"), lambda: LipschitzRNN(1, 10, 4, scheme="rk4")])
@@ -226,7 +244,7 @@ def learn(make, lr: float, data, seed: int, epochs: int = 2, batch: int = 100) -
     for _ in range(epochs):
         order = torch.randperm(len(y))
         for start in range(0, len(y), batch):
-            index = order[start:start + batch]
+            index = order[start : start + batch]
             optimizer.zero_grad()
             F.cross_entropy(model(x[index]), y[index]).backward()
             optimizer.step()

@@ -7,6 +7,7 @@
 - Gradient flow through time: ||dL/d state_t|| for every step t, which shows vanishing or exploding gradients.
 - Trajectories: every unit's state over time for one probe input.
 """
+
 from __future__ import annotations
 
 import math
@@ -50,8 +51,11 @@ def probe_spectra(model: DynamicalModel, x: torch.Tensor, fractions: list[float]
     continuous = isinstance(model, HasVectorField)
     states = trajectory(model, x)
     steps = x.shape[1]
-    result = {"kind": "continuous" if continuous else "discrete",
-              "statistic": "max_real" if continuous else "spectral_radius", "times": []}
+    result = {
+        "kind": "continuous" if continuous else "discrete",
+        "statistic": "max_real" if continuous else "spectral_radius",
+        "times": [],
+    }
     for fraction in fractions:
         t = min(steps - 1, max(0, round(fraction * steps) - 1))
         with torch.no_grad():
@@ -60,14 +64,16 @@ def probe_spectra(model: DynamicalModel, x: torch.Tensor, fractions: list[float]
         eig = torch.linalg.eigvals(jac[finite_rows]) if finite_rows.any() else torch.empty(0, jac.shape[-1])
         per_input = eig.real.max(-1).values if continuous else eig.abs().max(-1).values
         first = eig[0] if len(eig) else torch.empty(0, dtype=torch.complex128)
-        result["times"].append({
-            "step": t + 1,
-            "fraction": fraction,
-            "per_input": per_input.tolist(),
-            "worst": per_input.max().item() if len(per_input) else math.nan,
-            "nonfinite_inputs": int((~finite_rows).sum()),
-            "eigenvalues": {"re": first.real.tolist(), "im": first.imag.tolist()},
-        })
+        result["times"].append(
+            {
+                "step": t + 1,
+                "fraction": fraction,
+                "per_input": per_input.tolist(),
+                "worst": per_input.max().item() if len(per_input) else math.nan,
+                "nonfinite_inputs": int((~finite_rows).sum()),
+                "eigenvalues": {"re": first.real.tolist(), "im": first.imag.tolist()},
+            }
+        )
     values = [entry["worst"] for entry in result["times"] if math.isfinite(entry["worst"])]
     result["worst"] = max(values) if values else math.nan
     result["stable"] = bool(values) and (result["worst"] < 0 if continuous else result["worst"] < 1)

@@ -1,4 +1,5 @@
 """Figures of the dynamics diagnostics."""
+
 from __future__ import annotations
 
 import math
@@ -14,19 +15,26 @@ def plot_spectra(spectra: list[dict], path: Path) -> Path:
     last measurement."""
     kind = spectra[0]["kind"]
     continuous = kind != "discrete"
-    key, label = (("layers", "layer {} ({} units)") if kind == "steady_state"
-                  else ("times", "state at step {} of the probe"))
-    names = [label.format(i + 1, e["units"]) if kind == "steady_state" else label.format(e["step"])
-             for i, e in enumerate(spectra[0][key])]
+    key, label = (
+        ("layers", "layer {} ({} units)") if kind == "steady_state" else ("times", "state at step {} of the probe")
+    )
+    names = [
+        label.format(i + 1, e["units"]) if kind == "steady_state" else label.format(e["step"])
+        for i, e in enumerate(spectra[0][key])
+    ]
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5), constrained_layout=True)
     steps = [s["step"] for s in spectra]
     for index, name in enumerate(names):
         left.plot(steps, [s[key][index]["worst"] for s in spectra], marker="o", markersize=3, label=name)
     left.axhline(0.0 if continuous else 1.0, color="k", lw=1, ls="--", label="stability boundary")
     left.set_xlabel("training step")
-    left.set_ylabel({"continuous": "max Re(λ) of the vector field's Jacobian (1/step)",
-                     "discrete": "spectral radius of the step map's Jacobian",
-                     "steady_state": "max Re(λ) at the steady state (1/ms)"}[kind])
+    left.set_ylabel(
+        {
+            "continuous": "max Re(λ) of the vector field's Jacobian (1/step)",
+            "discrete": "spectral radius of the step map's Jacobian",
+            "steady_state": "max Re(λ) at the steady state (1/ms)",
+        }[kind]
+    )
     left.set_title("worst over probe inputs")
     left.legend(fontsize=8)
     left.grid(alpha=0.3)
@@ -82,8 +90,10 @@ def plot_steady_state_histogram(spectra: dict, path: Path) -> Path:
     ax.axvline(0.0, color="k", lw=1, ls="--", label="stability boundary")
     ax.set_xlabel(f"max Re(λ) of the Jacobian at the steady state (1/ms; time unit {spectra['time_unit_ms']:g} ms)")
     ax.set_ylabel("test inputs")
-    ax.set_title(f"trained model: all {sum(len(layer['per_input']) for layer in spectra['layers'])} layer-input pairs "
-                 f"{'stable' if spectra['stable'] else 'NOT all stable'}")
+    ax.set_title(
+        f"trained model: all {sum(len(layer['per_input']) for layer in spectra['layers'])} layer-input pairs "
+        f"{'stable' if spectra['stable'] else 'NOT all stable'}"
+    )
     ax.legend()
     ax.grid(alpha=0.3)
     return save_figure(fig, path)

@@ -7,6 +7,7 @@ layers, the static SSN): the spectra at each layer's steady state. All go to wan
 figures/{spectra,gradient_flow,trajectories}.png (sequence) or figures/spectra.png and
 steady_state_spectra.{json,png} over `final_inputs` test inputs (static; paper Figs. 6 and 5).
 """
+
 from __future__ import annotations
 
 import math
@@ -48,8 +49,9 @@ class DiagnosticsSettings:
 class Diagnostics:
     """Owns the probe batch and the history of what was measured on it."""
 
-    def __init__(self, settings: DiagnosticsSettings, run_dir: Path, probe: Split,
-                 wandb_sink: WandbSink | None = None) -> None:
+    def __init__(
+        self, settings: DiagnosticsSettings, run_dir: Path, probe: Split, wandb_sink: WandbSink | None = None
+    ) -> None:
         self.settings, self.run_dir, self.wandb = settings, run_dir, wandb_sink
         self.probe_x, self.probe_y = probe.x[: settings.probe_size], probe.y[: settings.probe_size]
         self.spectra: list[dict] = []

@@ -5,6 +5,7 @@ For every layer and input: the Jacobian, by autograd, of the layer's continuous-
 the forward computed, in 1/ms (ORGaNICs: the main model with tau_y = tau_a = 2 ms, as the paper; static SSN: the E-I
 network at dt = 2 ms); its max Re(lambda) < 0 means the point is stable.
 """
+
 from __future__ import annotations
 
 import math
@@ -24,22 +25,31 @@ def steady_state_spectra(model: HasSteadyState, x: torch.Tensor) -> dict:
         finite = torch.isfinite(jac).flatten(1).all(1)
         eig = torch.linalg.eigvals(jac[finite])
         per_input = eig.real.max(-1).values
-        layers.append({
-            "units": found.units,
-            "per_input": per_input.tolist(),
-            "worst": per_input.max().item() if len(per_input) else math.nan,
-            "nonfinite_inputs": int((~finite).sum()),
-            "max_residual": found.residual.max().item(),
-            "eigenvalues": {"re": eig[0].real.tolist(), "im": eig[0].imag.tolist()} if len(eig) else {},
-        })
+        layers.append(
+            {
+                "units": found.units,
+                "per_input": per_input.tolist(),
+                "worst": per_input.max().item() if len(per_input) else math.nan,
+                "nonfinite_inputs": int((~finite).sum()),
+                "max_residual": found.residual.max().item(),
+                "eigenvalues": {"re": eig[0].real.tolist(), "im": eig[0].imag.tolist()} if len(eig) else {},
+            }
+        )
     values = [layer["worst"] for layer in layers if math.isfinite(layer["worst"])]
     worst = max(values) if values else math.nan
-    return {"kind": "steady_state", "statistic": "max_real", "time_unit_ms": model.time_unit_ms, "layers": layers,
-            "worst": worst, "stable": bool(values) and worst < 0}
+    return {
+        "kind": "steady_state",
+        "statistic": "max_real",
+        "time_unit_ms": model.time_unit_ms,
+        "layers": layers,
+        "worst": worst,
+        "stable": bool(values) and worst < 0,
+    }
 
 
 def _jacobians(found: LayerSteadyState, time_unit_ms: float) -> torch.Tensor:
     """d(d state/dt)/d state (batch, d, d) in 1/ms at each input's steady state."""
+
     def field(state: torch.Tensor, drive: torch.Tensor) -> torch.Tensor:
         return found.vector_field(state[None], drive[None])[0] / time_unit_ms
 

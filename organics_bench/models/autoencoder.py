@@ -7,6 +7,7 @@
 
 For d_input = 784 and code_size = 40 the autoencoder has 662,264 parameters, as in the paper.
 """
+
 from __future__ import annotations
 
 import torch

@@ -1,5 +1,6 @@
 """The model contracts that the trainer and the diagnostics are written against: the base classes a model derives
 from (what it is) and the protocols it may satisfy (what else it offers)."""
+
 from __future__ import annotations
 
 from collections.abc import Callable

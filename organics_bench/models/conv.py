@@ -10,6 +10,7 @@ neighbourhood:
 (after the official code's unused `fixed_point/conv.py` layer, whose all-ones W is frozen and pools over space;
 docs/reference-code.md, 'Unused convolutional layer').
 """
+
 from __future__ import annotations
 
 import torch
@@ -71,8 +72,9 @@ class _ConvStack(StaticModel):
 class ConvOrganics(_ConvStack):
     """A stack of convolutional ORGaNICs layers (channels per layer) with a linear readout."""
 
-    def __init__(self, input_shape: tuple[int, ...], n_classes: int, channels: list[int] = (32, 64, 128),
-                 sigma: float = 0.1) -> None:
+    def __init__(
+        self, input_shape: tuple[int, ...], n_classes: int, channels: list[int] = (32, 64, 128), sigma: float = 0.1
+    ) -> None:
         widths = [input_shape[0], *channels]
         layers = [ConvOrganicsLayer(i, o, sigma) for i, o in zip(widths, widths[1:])]
         super().__init__(layers, input_shape, n_classes)

@@ -8,6 +8,7 @@ machine's own instruction set. Building takes about a second; it is written to a
 parallel processes never load a half-written file. Where no compiler works, `load` returns None and says why once:
 the engine then runs the same steps with torch operations (slower, same numbers).
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -62,8 +63,11 @@ def load(dtype: torch.dtype, source: str = "organics_kernels") -> ctypes.CDLL | 
     try:
         library = ctypes.CDLL(str(_build(REALS[dtype], source)))
     except (OSError, subprocess.SubprocessError) as error:
-        warnings.warn(f"{USERS[source]}: fused CPU kernels unavailable ({error}); using torch operations",
-                      RuntimeWarning, stacklevel=2)
+        warnings.warn(
+            f"{USERS[source]}: fused CPU kernels unavailable ({error}); using torch operations",
+            RuntimeWarning,
+            stacklevel=2,
+        )
         return None
     for name, (argtypes, restype) in SIGNATURES[source].items():
         function = getattr(library, name)
@@ -83,8 +87,9 @@ def _build(real: str, source: str) -> Path:
         target.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
             built = Path(tmp) / target.name
-            result = subprocess.run([compiler, *flags, str(path), "-o", str(built), "-lm"],
-                                    capture_output=True, text=True, timeout=120)
+            result = subprocess.run(
+                [compiler, *flags, str(path), "-o", str(built), "-lm"], capture_output=True, text=True, timeout=120
+            )
             if result.returncode != 0:
                 raise OSError(f"{compiler} failed: {result.stderr.strip().splitlines()[-1:]}")
             os.replace(built, target)

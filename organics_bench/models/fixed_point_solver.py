@@ -14,6 +14,7 @@ from step to step (a backward returns its forward's; at most `SPARE` of a size a
 costs a page fault per 4 KiB, which added half the factorizations' time. So a second backward through one graph is
 refused.
 """
+
 from __future__ import annotations
 
 from collections import defaultdict
@@ -29,9 +30,15 @@ SPARE = 32  # free factor buffers kept per size: two forwards of K = 10 iteratio
 _FREE: defaultdict[tuple, list[tuple[torch.Tensor, torch.Tensor]]] = defaultdict(list)
 
 
-def algorithm1_adjoint(drive: torch.Tensor, floor: torch.Tensor, W: torch.Tensor, W_r: torch.Tensor,
-                       iterations: int, official_diag_a: bool = False,
-                       eps: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+def algorithm1_adjoint(
+    drive: torch.Tensor,
+    floor: torch.Tensor,
+    W: torch.Tensor,
+    W_r: torch.Tensor,
+    iterations: int,
+    official_diag_a: bool = False,
+    eps: float = 0.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(y_K, a_K) of Algorithm 1 for a drive (batch, n) and shared (n,) floor, (n, n) W and W_r."""
     solver = _KernelLU(drive.dtype) if backend(drive) == "cpu-kernels" else _TorchLU()
     if torch.is_grad_enabled() and any(t.requires_grad for t in (drive, floor, W, W_r)):
@@ -71,8 +78,10 @@ class _Algorithm1(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad_y, grad_a):
         if ctx.factors is None:
-            raise RuntimeError("Algorithm 1 (fixed_point_solver=adjoint) frees its factors after a backward; "
-                               "retain_graph is unsupported (fixed_point_solver=autograd supports it)")
+            raise RuntimeError(
+                "Algorithm 1 (fixed_point_solver=adjoint) frees its factors after a backward; "
+                "retain_graph is unsupported (fixed_point_solver=autograd supports it)"
+            )
         drive, W, W_r, *saved = ctx.saved_tensors
         ys, as_ = saved[: len(saved) // 2], saved[len(saved) // 2 :]
         grad_y = torch.zeros_like(ys[-1]) if grad_y is None else grad_y
@@ -115,16 +124,27 @@ class _KernelLU:
         self.lib = cpu_kernels.load(dtype, KERNELS)
         self.lanes = self.lib.lanes()
 
-    def factor_solve(self, c: torch.Tensor, W_r: torch.Tensor, d: torch.Tensor,
-                     keep: bool) -> tuple[torch.Tensor, tuple | None]:
+    def factor_solve(
+        self, c: torch.Tensor, W_r: torch.Tensor, d: torch.Tensor, keep: bool
+    ) -> tuple[torch.Tensor, tuple | None]:
         """y = (I - diag(c) W_r)^-1 d per sample, and the factors if `keep`."""
         (batch, n), groups = c.shape, -(-c.shape[0] // self.lanes) if keep else 1
         c, W_r, d = c.contiguous(), W_r.contiguous(), d.contiguous()
         scratch, _ = _take(c.dtype, n * n * self.lanes, 0)
         lu, piv = _take(c.dtype, groups * n * n * self.lanes if keep else 0, groups * n * self.lanes)
         work, y = c.new_empty(n * self.lanes), torch.empty_like(d)
-        self.lib.factor_solve(batch, n, c.data_ptr(), W_r.data_ptr(), d.data_ptr(), scratch.data_ptr(),
-                              lu.data_ptr() if keep else None, piv.data_ptr(), work.data_ptr(), y.data_ptr())
+        self.lib.factor_solve(
+            batch,
+            n,
+            c.data_ptr(),
+            W_r.data_ptr(),
+            d.data_ptr(),
+            scratch.data_ptr(),
+            lu.data_ptr() if keep else None,
+            piv.data_ptr(),
+            work.data_ptr(),
+            y.data_ptr(),
+        )
         self.release([(scratch, _)] + ([] if keep else [(lu, piv)]))
         return y, (lu, piv) if keep else None
 
@@ -155,8 +175,9 @@ class _TorchLU:
     """The same with torch.linalg.lu_factor and lu_solve (CUDA, other dtypes, or no C compiler)."""
 
     @staticmethod
-    def factor_solve(c: torch.Tensor, W_r: torch.Tensor, d: torch.Tensor,
-                     keep: bool) -> tuple[torch.Tensor, tuple | None]:
+    def factor_solve(
+        c: torch.Tensor, W_r: torch.Tensor, d: torch.Tensor, keep: bool
+    ) -> tuple[torch.Tensor, tuple | None]:
         A = torch.eye(W_r.shape[-1], dtype=W_r.dtype, device=W_r.device) - c.unsqueeze(-1) * W_r
         lu, piv, _ = torch.linalg.lu_factor_ex(A)
         y = torch.linalg.lu_solve(lu, piv, d.unsqueeze(-1)).squeeze(-1)

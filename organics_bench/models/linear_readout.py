@@ -1,5 +1,6 @@
 """The control for paper Table 1: the same jointly trained autoencoder with a plain linear readout of its code and
 no circuit between them, so that the circuit rows can be read against what the code alone classifies."""
+
 from __future__ import annotations
 
 import torch

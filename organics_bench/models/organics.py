@@ -11,6 +11,7 @@ One explicit-Euler step with time in units of the step (dt = 1), all four update
 
 with z = W_zx x (optionally rectified), W = exp(L) >= 0 and R(y) the recurrence chosen by `recurrence`.
 """
+
 from __future__ import annotations
 
 import math
@@ -164,9 +165,18 @@ class Organics(DynamicalModel):
         mats = self._matrices()
         if self.engine == "fused":
             recurrent = None if self.recurrence == "identity" else mats["recurrent"]
-            return organics_scan(x.transpose(0, 1), mats["input"], self.rectify_input, self.initial_state(x.shape[0]),
-                                 mats["rates"], recurrent, mats["norm"], mats["gate"], self.sigma,
-                                 rectify_recurrence=self.recurrence == "unconstrained")
+            return organics_scan(
+                x.transpose(0, 1),
+                mats["input"],
+                self.rectify_input,
+                self.initial_state(x.shape[0]),
+                mats["rates"],
+                recurrent,
+                mats["norm"],
+                mats["gate"],
+                self.sigma,
+                rectify_recurrence=self.recurrence == "unconstrained",
+            )
         state = self.initial_state(x.shape[0])
         for drive in self._drives(x, mats).unbind(1):  # one unbind: indexing per step would cost O(T^2) backward
             state = state + mats["rates"] * self._derivative(state, drive, mats)

@@ -22,6 +22,7 @@ R(y) is [y]+ when no recurrent matrix R is given (W_r = I), else [y]+ R^T, or [y
 On CUDA the same torch steps run compiled (torch.compile, `compiled_steps`): each step's element-wise work fuses into
 a few kernels around its matrix products, instead of about forty launches per step.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -92,13 +93,16 @@ def can_compile() -> bool:
 
     if has_triton():
         return True
-    warnings.warn("Triton is not installed: the sequence engines run their CUDA steps uncompiled (same numbers, "
-                  "slower)", stacklevel=2)
+    warnings.warn(
+        "Triton is not installed: the sequence engines run their CUDA steps uncompiled (same numbers, slower)",
+        stacklevel=2,
+    )
     return False
 
 
-def _project(inputs: torch.Tensor, input_weights: torch.Tensor, rectify: bool,
-             out: torch.Tensor | None = None) -> torch.Tensor:
+def _project(
+    inputs: torch.Tensor, input_weights: torch.Tensor, rectify: bool, out: torch.Tensor | None = None
+) -> torch.Tensor:
     """The drives x input_weights^T, (time, batch, 3n), with [z]+ if `rectify`; into `out` when given."""
     m = inputs.shape[-1]
     drives = out if out is not None else inputs.new_empty(*inputs.shape[:-1], input_weights.shape[0])
@@ -108,8 +112,9 @@ def _project(inputs: torch.Tensor, input_weights: torch.Tensor, rectify: bool,
     return drives
 
 
-def _workspace(steps: int, batch: int, n: int, like: torch.Tensor, has_matrix: bool,
-               backward: bool) -> dict[str, torch.Tensor]:
+def _workspace(
+    steps: int, batch: int, n: int, like: torch.Tensor, has_matrix: bool, backward: bool
+) -> dict[str, torch.Tensor]:
     """Buffers for one forward or one backward pass, from the pool or freshly allocated. A forward keeps per step the
     drives, state, h and R(y) (unless R(y) = [y]+); everything else, and all of a backward, lives one step at a time."""
     key = (steps, batch, n, like.dtype, like.device, has_matrix, backward)
@@ -119,8 +124,12 @@ def _workspace(steps: int, batch: int, n: int, like: torch.Tensor, has_matrix: b
     # "inputs" holds what the matmuls of W and R take, u = [y]+^2 [a]+ and [y]+; "products" the backward's gf_a W, g R
     shapes = {"inputs": (2, batch, n)}
     if backward:
-        shapes |= {"grad": (2, batch, 4 * n), "grad_drives": (batch, 3 * n), "grad_fa": (batch, n),
-                   "products": (2, batch, n)}
+        shapes |= {
+            "grad": (2, batch, 4 * n),
+            "grad_drives": (batch, 3 * n),
+            "grad_fa": (batch, n),
+            "products": (2, batch, n),
+        }
         if has_matrix:
             shapes["grad_rec"] = (batch, n)
     else:
@@ -150,8 +159,21 @@ def _forward(drives, state0, rates, recurrent, norm, gate, sigma, rectified, ste
     for t, d in enumerate(drives):
         i = 0 if rolling else t
         s, s_next = (states[t % 2], states[(t + 1) % 2]) if rolling else (states[t], states[t + 1])
-        steps.forward(s, d, ws["h"][i], u, y_pos, ws["recs"][i] if "recs" in ws else None, s_next, rates, recurrent,
-                      norm, gate, sigma, rectified)
+        steps.forward(
+            s,
+            d,
+            ws["h"][i],
+            u,
+            y_pos,
+            ws["recs"][i] if "recs" in ws else None,
+            s_next,
+            rates,
+            recurrent,
+            norm,
+            gate,
+            sigma,
+            rectified,
+        )
     return states[len(drives) % 2].clone() if rolling else states[-1]
 
 
@@ -169,25 +191,79 @@ class _KernelSteps:
             torch.mm(s[:, :n] if y_pos is None else y_pos, recurrent.T, out=rec)
         torch.mm(u, norm.T, out=h[:, n : 2 * n])
         torch.addmm(d[:, n:], s[:, : 2 * n], gate.T, out=h[:, 2 * n :]).sigmoid_()
-        self.lib.forward_finish(batch, n, s.data_ptr(), d.data_ptr(), h.data_ptr(), _ptr(rec), rectified,
-                                sigma.data_ptr(), rates.data_ptr(), s_next.data_ptr())
+        self.lib.forward_finish(
+            batch,
+            n,
+            s.data_ptr(),
+            d.data_ptr(),
+            h.data_ptr(),
+            _ptr(rec),
+            rectified,
+            sigma.data_ptr(),
+            rates.data_ptr(),
+            s_next.data_ptr(),
+        )
 
-    def backward(self, grad_next, s, h, rec, d, grad, grad_d, grad_rec, grad_fa, grad_rates, rates, recurrent, norm,
-                 gate, sigma, rectified, products, u, y_pos):
+    def backward(
+        self,
+        grad_next,
+        s,
+        h,
+        rec,
+        d,
+        grad,
+        grad_d,
+        grad_rec,
+        grad_fa,
+        grad_rates,
+        rates,
+        recurrent,
+        norm,
+        gate,
+        sigma,
+        rectified,
+        products,
+        u,
+        y_pos,
+    ):
         """Gradient through one step, as `_torch_backward_step`."""
         batch, n = s.shape[0], s.shape[1] // 4
-        self.lib.backward_prepare(batch, n, grad_next.data_ptr(), s.data_ptr(), h.data_ptr(), d.data_ptr(),
-                                  _ptr(rec), rectified, rates.data_ptr(), sigma.data_ptr(), grad.data_ptr(),
-                                  grad_d.data_ptr(), _ptr(grad_rec), grad_fa.data_ptr(), grad_rates.data_ptr(),
-                                  u.data_ptr(), _ptr(y_pos))
+        self.lib.backward_prepare(
+            batch,
+            n,
+            grad_next.data_ptr(),
+            s.data_ptr(),
+            h.data_ptr(),
+            d.data_ptr(),
+            _ptr(rec),
+            rectified,
+            rates.data_ptr(),
+            sigma.data_ptr(),
+            grad.data_ptr(),
+            grad_d.data_ptr(),
+            _ptr(grad_rec),
+            grad_fa.data_ptr(),
+            grad_rates.data_ptr(),
+            u.data_ptr(),
+            _ptr(y_pos),
+        )
         g_u, g_r = products
         torch.mm(grad_fa, norm, out=g_u)
         if grad_rec is not None:
             torch.mm(grad_rec, recurrent, out=g_r)
         grad[:, : 2 * n].addmm_(grad_d[:, n:], gate)
-        self.lib.backward_finish(batch, n, grad_next.data_ptr(), s.data_ptr(), _ptr(rec), rectified,
-                                 rates.data_ptr(), g_u.data_ptr(), None if grad_rec is None else g_r.data_ptr(),
-                                 grad.data_ptr())
+        self.lib.backward_finish(
+            batch,
+            n,
+            grad_next.data_ptr(),
+            s.data_ptr(),
+            _ptr(rec),
+            rectified,
+            rates.data_ptr(),
+            g_u.data_ptr(),
+            None if grad_rec is None else g_r.data_ptr(),
+            grad.data_ptr(),
+        )
 
 
 def _ptr(tensor: torch.Tensor | None) -> int | None:
@@ -205,9 +281,14 @@ def _torch_forward_step(s, d, h, u, y_pos, rec, s_next, rates, recurrent, norm, 
     else:
         r = (y @ recurrent.T).relu() if rectified else y_rect @ recurrent.T
     u_new = y_rect.square() * a_rect
-    h_new = torch.cat([b * d[:, :n] + (1.0 - a_rect.sqrt()) * r,
-                       (b0 * sigma).square() + u_new @ norm.T,
-                       torch.sigmoid(d[:, n:] + s[:, : 2 * n] @ gate.T)], 1)
+    h_new = torch.cat(
+        [
+            b * d[:, :n] + (1.0 - a_rect.sqrt()) * r,
+            (b0 * sigma).square() + u_new @ norm.T,
+            torch.sigmoid(d[:, n:] + s[:, : 2 * n] @ gate.T),
+        ],
+        1,
+    )
     h.copy_(h_new)
     u.copy_(u_new)
     if y_pos is not None:
@@ -253,8 +334,27 @@ class _Scan(torch.autograd.Function):
         for t in reversed(range(inputs.shape[0])):
             grad, s = bwd["grad"][t % 2], states[t]
             rec = fwd["recs"][t] if "recs" in fwd else None
-            ctx.steps.backward(grad_next, s, h_all[t], rec, drives[t], grad, grad_d, grad_rec, grad_fa, grad_rates,
-                               rates, recurrent, norm, gate, sigma, rectified, bwd["products"], u, rec_input)
+            ctx.steps.backward(
+                grad_next,
+                s,
+                h_all[t],
+                rec,
+                drives[t],
+                grad,
+                grad_d,
+                grad_rec,
+                grad_fa,
+                grad_rates,
+                rates,
+                recurrent,
+                norm,
+                gate,
+                sigma,
+                rectified,
+                bwd["products"],
+                u,
+                rec_input,
+            )
             if ctx.rectify:  # z = [W_zx x]+: no gradient where it is 0
                 _threshold_backward.grad_input(grad_d[:, :n], drives[t, :, :n], 0, grad_input=grad_d[:, :n])
             _accumulate_weight_grads(weight_grads, inputs[t], grad_d, u, grad_fa, s, grad_rec, rec_input, n)
@@ -281,8 +381,27 @@ class _Scan(torch.autograd.Function):
         return grads
 
 
-def _torch_backward_step(grad_next, s, h, rec, d, grad, grad_d, grad_rec, grad_fa, grad_rates, rates, recurrent, norm,
-                         gate, sigma, rectified, products, u, y_pos_out):
+def _torch_backward_step(
+    grad_next,
+    s,
+    h,
+    rec,
+    d,
+    grad,
+    grad_d,
+    grad_rec,
+    grad_fa,
+    grad_rates,
+    rates,
+    recurrent,
+    norm,
+    gate,
+    sigma,
+    rectified,
+    products,
+    u,
+    y_pos_out,
+):
     """Gradient through one step: grad of s from grad_next; writes grad_d (drive), grad_rec (R's output, unless None),
     grad_fa (f_a), the step's u = [y]+^2 [a]+ and [y]+ (unless None), and adds into grad_rates; `products` is
     unused. Computed out of place and copied into the buffers at the end, so that torch.compile can fuse it."""
@@ -311,10 +430,15 @@ def _torch_backward_step(grad_next, s, h, rec, d, grad, grad_d, grad_rec, grad_f
         g_y_rect = g_y_rect + g_rec @ recurrent
     # h_g = sigmoid(gate drive + [y, a] G^T)
     g_gate = _sigmoid_backward(gf_g, h[:, 2 * n :])
-    g_state = torch.cat([g_y + _threshold_backward(g_y_rect, y, 0),
-                         through[:, n : 2 * n] + _threshold_backward(g_a_rect, a, 0),
-                         through[:, 2 * n : 3 * n] + gf_y * d[:, :n],
-                         through[:, 3 * n :] + gf_a * (b0 * sigma.square() * 2.0)], 1)
+    g_state = torch.cat(
+        [
+            g_y + _threshold_backward(g_y_rect, y, 0),
+            through[:, n : 2 * n] + _threshold_backward(g_a_rect, a, 0),
+            through[:, 2 * n : 3 * n] + gf_y * d[:, :n],
+            through[:, 3 * n :] + gf_a * (b0 * sigma.square() * 2.0),
+        ],
+        1,
+    )
     grad.copy_(g_state)
     grad[:, : 2 * n].add_(g_gate @ gate)
     grad_d.copy_(torch.cat([gf_y * b, g_gate], 1))

@@ -23,6 +23,7 @@ iterates and gradient: "adjoint" (default) with a hand-written backward through 
 kernel on the CPU (`organics_bench.models.fixed_point_solver`), "autograd" as autograd through torch.linalg.solve
 (the plain form, several times slower, kept for comparison).
 """
+
 from __future__ import annotations
 
 import math
@@ -48,9 +49,16 @@ FIXED_POINT_SOLVERS = ("adjoint", "autograd")
 EPS = 1e-10
 
 
-def iterative_fixed_point(drive: torch.Tensor, floor: torch.Tensor, W: torch.Tensor, W_r: torch.Tensor,
-                          iterations: int, official_diag_a: bool = False, eps: float = EPS,
-                          solver: str = "adjoint") -> tuple[torch.Tensor, torch.Tensor]:
+def iterative_fixed_point(
+    drive: torch.Tensor,
+    floor: torch.Tensor,
+    W: torch.Tensor,
+    W_r: torch.Tensor,
+    iterations: int,
+    official_diag_a: bool = False,
+    eps: float = EPS,
+    solver: str = "adjoint",
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(y_K, a_K) of Algorithm 1 for a recurrence W_r with largest singular value 1, by `solver` (module docstring)."""
     if solver == "adjoint":
         return algorithm1_adjoint(drive, floor, W, W_r, iterations, official_diag_a, eps)
@@ -62,9 +70,17 @@ class FixedPointLayer(nn.Module):
     """One ORGaNICs fixed-point layer (docs/equations.md, 'Layer forward pass'): input (batch, d_input) -> firing rate
     (batch, n_units)."""
 
-    def __init__(self, d_input: int, n_units: int, recurrence: str = "identity", iterations: int = 10,
-                 official_diag_a: bool = False, sigma: float = 1.0, eps: float = EPS,
-                 fixed_point_solver: str = "adjoint") -> None:
+    def __init__(
+        self,
+        d_input: int,
+        n_units: int,
+        recurrence: str = "identity",
+        iterations: int = 10,
+        official_diag_a: bool = False,
+        sigma: float = 1.0,
+        eps: float = EPS,
+        fixed_point_solver: str = "adjoint",
+    ) -> None:
         super().__init__()
         if recurrence not in RECURRENCES:
             raise ValueError(f"recurrence must be one of {RECURRENCES}, got {recurrence!r}")
@@ -108,8 +124,16 @@ class FixedPointLayer(nn.Module):
         if W_r is None:
             y, a = closed_form_fixed_point(drive, self.floor(), self.normalization_matrix(), self.eps)
         else:
-            y, a = iterative_fixed_point(drive, self.floor(), self.normalization_matrix(), W_r, self.iterations,
-                                         self.official_diag_a, self.eps, self.fixed_point_solver)
+            y, a = iterative_fixed_point(
+                drive,
+                self.floor(),
+                self.normalization_matrix(),
+                W_r,
+                self.iterations,
+                self.official_diag_a,
+                self.eps,
+                self.fixed_point_solver,
+            )
         return torch.cat([y, a], -1)
 
     def vector_field(self, state: torch.Tensor, drive: torch.Tensor) -> torch.Tensor:
@@ -144,14 +168,23 @@ class OrganicsStatic(AutoencodedClassifier):
 
     time_unit_ms = 2.0  # tau_y = tau_a, the paper's 2 ms (docs/equations.md, 'Eigenvalues of trained networks')
 
-    def __init__(self, d_input: int, n_classes: int, layers: Sequence[int] = (50,), recurrence: str = "identity",
-                 iterations: int = 10, official_diag_a: bool = False, code_size: int = 40,
-                 fixed_point_solver: str = "adjoint") -> None:
+    def __init__(
+        self,
+        d_input: int,
+        n_classes: int,
+        layers: Sequence[int] = (50,),
+        recurrence: str = "identity",
+        iterations: int = 10,
+        official_diag_a: bool = False,
+        code_size: int = 40,
+        fixed_point_solver: str = "adjoint",
+    ) -> None:
         super().__init__(d_input, code_size)
         sizes = [code_size, *layers]
         self.layers = nn.ModuleList(
             FixedPointLayer(m, n, recurrence, iterations, official_diag_a, fixed_point_solver=fixed_point_solver)
-            for m, n in zip(sizes, sizes[1:]))
+            for m, n in zip(sizes, sizes[1:])
+        )
         self.readout_layer = nn.Linear(sizes[-1], n_classes)
 
     def classify(self, code: torch.Tensor) -> torch.Tensor:

@@ -3,6 +3,7 @@
 Training runs the fused `nn.LSTM` / `nn.GRU` / `nn.RNN`; `step` writes out the same map per step (torch's gate
 equations and weight layout) for the diagnostics, and a test checks the two agree.
 """
+
 from __future__ import annotations
 
 import torch

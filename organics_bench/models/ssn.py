@@ -23,6 +23,7 @@ Time steps: the static SSN uses tau_E = 20 ms, tau_I = 10 ms and dt = 2 ms (dt/t
 are the 0.4 s of settling that Soo & Lengyel simulate; the sequence SSN takes dt/tau_E = 0.02 (the largest
 dt/tau_y of the paper-era ORGaNICs runs) and tau_I = tau_E / 2.
 """
+
 from __future__ import annotations
 
 import math
@@ -52,16 +53,34 @@ def ssn_drift(u: torch.Tensor, h: torch.Tensor, W: torch.Tensor, k: float, power
 class SSNCircuit(nn.Module):
     """The E-I network: Dale's-law weights, per-population dt/tau, firing-rate nonlinearity and input projection."""
 
-    def __init__(self, d_input: int, n_excitatory: int, n_inhibitory: int, k: float, power: float,
-                 dt_tau_e: float, dt_tau_i: float, input_scale: float) -> None:
+    def __init__(
+        self,
+        d_input: int,
+        n_excitatory: int,
+        n_inhibitory: int,
+        k: float,
+        power: float,
+        dt_tau_e: float,
+        dt_tau_i: float,
+        input_scale: float,
+    ) -> None:
         super().__init__()
         n_e, n_i = n_excitatory, n_inhibitory
         self.n_excitatory, self.k, self.power = n_e, k, power
         is_e = torch.cat([torch.ones(n_e, dtype=torch.bool), torch.zeros(n_i, dtype=torch.bool)])
         sizes = {"E": n_e, "I": n_i}
-        magnitude = torch.cat([torch.cat([
-            COUPLING[post + pre] / sizes[pre] * (1 + JITTER * (2 * torch.rand(sizes[post], sizes[pre]) - 1))
-            for pre in "EI"], 1) for post in "EI"])
+        magnitude = torch.cat(
+            [
+                torch.cat(
+                    [
+                        COUPLING[post + pre] / sizes[pre] * (1 + JITTER * (2 * torch.rand(sizes[post], sizes[pre]) - 1))
+                        for pre in "EI"
+                    ],
+                    1,
+                )
+                for post in "EI"
+            ]
+        )
         self.raw_weights = nn.Parameter(magnitude + torch.log(-torch.expm1(-magnitude)))  # softplus^-1
         self.register_buffer("sign", torch.where(is_e, 1.0, -1.0))
         self.register_buffer("dt_tau", torch.where(is_e, dt_tau_e, dt_tau_i))
@@ -118,9 +137,19 @@ class SSN(_ReadsExcitatoryFiringRate, DynamicalModel):
     per population, fixed); input_scale (size of the input drive at init); engine ("auto" or "torch", `ssn_engine`).
     """
 
-    def __init__(self, d_input: int, n_classes: int, n_excitatory: int = 128, n_inhibitory: int = 128,
-                 k: float = 0.04, power: float = 2.0, dt_tau_e: float = 0.02, dt_tau_i: float = 0.04,
-                 input_scale: float = 10.0, engine: str = "auto") -> None:
+    def __init__(
+        self,
+        d_input: int,
+        n_classes: int,
+        n_excitatory: int = 128,
+        n_inhibitory: int = 128,
+        k: float = 0.04,
+        power: float = 2.0,
+        dt_tau_e: float = 0.02,
+        dt_tau_i: float = 0.04,
+        input_scale: float = 10.0,
+        engine: str = "auto",
+    ) -> None:
         super().__init__()
         self.engine = checked_engine(engine)
         self.circuit = SSNCircuit(d_input, n_excitatory, n_inhibitory, k, power, dt_tau_e, dt_tau_i, input_scale)
@@ -157,9 +186,21 @@ class SSNStatic(_ReadsExcitatoryFiringRate, AutoencodedClassifier):
 
     time_unit_ms = 2.0  # dt, the unit of `SSNCircuit.vector_field` (module docstring: tau_E = 20 ms at dt/tau_E = 0.1)
 
-    def __init__(self, d_input: int, n_classes: int, n_excitatory: int = 50, n_inhibitory: int = 50,
-                 steps: int = 200, k: float = 0.04, power: float = 2.0, dt_tau_e: float = 0.1,
-                 dt_tau_i: float = 0.2, input_scale: float = 10.0, code_size: int = 40, engine: str = "auto") -> None:
+    def __init__(
+        self,
+        d_input: int,
+        n_classes: int,
+        n_excitatory: int = 50,
+        n_inhibitory: int = 50,
+        steps: int = 200,
+        k: float = 0.04,
+        power: float = 2.0,
+        dt_tau_e: float = 0.1,
+        dt_tau_i: float = 0.2,
+        input_scale: float = 10.0,
+        code_size: int = 40,
+        engine: str = "auto",
+    ) -> None:
         super().__init__(d_input, code_size)
         self.steps, self.engine = steps, checked_engine(engine)
         self.circuit = SSNCircuit(code_size, n_excitatory, n_inhibitory, k, power, dt_tau_e, dt_tau_i, input_scale)

@@ -10,6 +10,7 @@ forms, same numbers as stepping `SSNCircuit.step`, to rounding:
           one large matmul over all steps.
 Nothing clamps u: a diverging network gives inf/NaN, as the loop does.
 """
+
 from __future__ import annotations
 
 from functools import lru_cache
@@ -38,8 +39,15 @@ def backend(tensor: torch.Tensor, engine: str = "auto") -> str:
     return "compiled" if tensor.is_cuda and organics_engine.can_compile() else "torch"
 
 
-def ssn_scan(drives: torch.Tensor, state0: torch.Tensor, weights: torch.Tensor, dt_tau: torch.Tensor, k: float,
-             power: float, engine: str = "auto") -> torch.Tensor:
+def ssn_scan(
+    drives: torch.Tensor,
+    state0: torch.Tensor,
+    weights: torch.Tensor,
+    dt_tau: torch.Tensor,
+    k: float,
+    power: float,
+    engine: str = "auto",
+) -> torch.Tensor:
     """Final voltages after len(drives) Euler steps.
 
     Args:
@@ -53,8 +61,16 @@ def ssn_scan(drives: torch.Tensor, state0: torch.Tensor, weights: torch.Tensor, 
     return _torch_scan(drives, state0, weights, dt_tau, k, power, _steps(name))
 
 
-def ssn_settle(drive: torch.Tensor, steps: int, state0: torch.Tensor, weights: torch.Tensor, dt_tau: torch.Tensor,
-               k: float, power: float, engine: str = "auto") -> torch.Tensor:
+def ssn_settle(
+    drive: torch.Tensor,
+    steps: int,
+    state0: torch.Tensor,
+    weights: torch.Tensor,
+    dt_tau: torch.Tensor,
+    k: float,
+    power: float,
+    engine: str = "auto",
+) -> torch.Tensor:
     """Final voltages after `steps` Euler steps under a constant drive (batch, n); otherwise as `ssn_scan`."""
     name = backend(drive, engine)
     if name == "cpu-kernels":

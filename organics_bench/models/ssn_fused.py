@@ -6,6 +6,7 @@ voltages kept for the backward; a constant drive (the static SSN) is read once p
 place. The kept voltages live in a pooled buffer (fresh memory costs page faults at every call); it returns to the
 pool after the backward, so a second backward through one graph is refused.
 """
+
 from __future__ import annotations
 
 import torch
@@ -23,8 +24,15 @@ def available(tensor: torch.Tensor) -> bool:
     return cpu_kernels.available(tensor, KERNELS)
 
 
-def fused_scan(drive: torch.Tensor, steps: int, state0: torch.Tensor, weights: torch.Tensor, dt_tau: torch.Tensor,
-               k: float, power: float) -> torch.Tensor:
+def fused_scan(
+    drive: torch.Tensor,
+    steps: int,
+    state0: torch.Tensor,
+    weights: torch.Tensor,
+    dt_tau: torch.Tensor,
+    k: float,
+    power: float,
+) -> torch.Tensor:
     """Final voltages after `steps` Euler steps, as `ssn_engine.ssn_scan` computes them.
 
     Args:
@@ -48,8 +56,20 @@ def _forward(drive, state0, weights, dt_tau, k, power, steps, keep):
     saved = _take((steps + 1) * batch * n, state0) if keep else None
     out = state0.new_empty(batch, n)
     h_step = 0 if drive.dim() == 2 else batch * n
-    status = lib.ssn_forward(steps, batch, n, w_t.data_ptr(), drive.data_ptr(), h_step, dt_tau.data_ptr(), k, power,
-                             state0.data_ptr(), None if saved is None else saved.data_ptr(), out.data_ptr())
+    status = lib.ssn_forward(
+        steps,
+        batch,
+        n,
+        w_t.data_ptr(),
+        drive.data_ptr(),
+        h_step,
+        dt_tau.data_ptr(),
+        k,
+        power,
+        state0.data_ptr(),
+        None if saved is None else saved.data_ptr(),
+        out.data_ptr(),
+    )
     if status:
         raise MemoryError("SSN engine: out of memory for the kernels' scratch buffers")
     return out, saved
@@ -93,10 +113,21 @@ class _FusedScan(torch.autograd.Function):
         grad_drive = grad_out.new_empty((batch, n) if ctx.constant else (ctx.steps, batch, n))
         grad_state0, grad_weights = torch.empty_like(grad_out), torch.empty_like(weights)
         w_p, grad_out = _packed(weights, lib), grad_out.contiguous()  # held: the kernel gets bare pointers
-        status = lib.ssn_backward(ctx.steps, batch, n, w_p.data_ptr(), ctx.kept.data_ptr(),
-                                  dt_tau.data_ptr(), ctx.k, ctx.power, grad_out.data_ptr(),
-                                  grad_drive.data_ptr(), 0 if ctx.constant else batch * n,
-                                  grad_state0.data_ptr(), grad_weights.data_ptr())
+        status = lib.ssn_backward(
+            ctx.steps,
+            batch,
+            n,
+            w_p.data_ptr(),
+            ctx.kept.data_ptr(),
+            dt_tau.data_ptr(),
+            ctx.k,
+            ctx.power,
+            grad_out.data_ptr(),
+            grad_drive.data_ptr(),
+            0 if ctx.constant else batch * n,
+            grad_state0.data_ptr(),
+            grad_weights.data_ptr(),
+        )
         if status:
             raise MemoryError("SSN engine: out of memory for the kernels' scratch buffers")
         _release(ctx.kept)

@@ -41,6 +41,7 @@ so it has no `vector_field`: the diagnostics take the spectra of its step map (s
 `run_steps` is the same map as the `step` loop with everything that does not depend on the state computed once
 (input drives for all steps, the structured matrices); tests check the two agree.
 """
+
 from __future__ import annotations
 
 import math
@@ -71,15 +72,23 @@ class CoRNN(DynamicalModel):
     layer's default initialisation, U(-1/sqrt(d + 2n), 1/sqrt(d + 2n)), and the same count: n (d + 2n + 1).
     """
 
-    def __init__(self, d_input: int, n_classes: int, hidden_size: int = 256, dt: float = 0.042, gamma: float = 2.7,
-                 epsilon: float = 4.7, damping: str = "explicit") -> None:
+    def __init__(
+        self,
+        d_input: int,
+        n_classes: int,
+        hidden_size: int = 256,
+        dt: float = 0.042,
+        gamma: float = 2.7,
+        epsilon: float = 4.7,
+        damping: str = "explicit",
+    ) -> None:
         super().__init__()
         _check_choice("damping", damping, CORNN_DAMPING)
         n = hidden_size
         self.hidden_size, self.dt, self.gamma, self.epsilon, self.damping = n, dt, gamma, epsilon, damping
         bound = 1.0 / math.sqrt(d_input + 2 * n)
-        self.W = nn.Parameter(torch.empty(n, n).uniform_(-bound, bound))      # y -> oscillators
-        self.W_z = nn.Parameter(torch.empty(n, n).uniform_(-bound, bound))    # z -> oscillators (the paper's 𝒲)
+        self.W = nn.Parameter(torch.empty(n, n).uniform_(-bound, bound))  # y -> oscillators
+        self.W_z = nn.Parameter(torch.empty(n, n).uniform_(-bound, bound))  # z -> oscillators (the paper's 𝒲)
         self.V = nn.Parameter(torch.empty(n, d_input).uniform_(-bound, bound))
         self.b = nn.Parameter(torch.empty(n).uniform_(-bound, bound))
         self.readout_layer = nn.Linear(n, n_classes)
@@ -132,9 +141,18 @@ class LipschitzRNN(DynamicalModel):
     official code.
     """
 
-    def __init__(self, d_input: int, n_classes: int, hidden_size: int = 128, beta: float = 0.75,
-                 gamma_a: float = 0.001, gamma_w: float = 0.001, epsilon: float = 0.03, init_std: float = 0.1,
-                 scheme: str = "euler") -> None:
+    def __init__(
+        self,
+        d_input: int,
+        n_classes: int,
+        hidden_size: int = 128,
+        beta: float = 0.75,
+        gamma_a: float = 0.001,
+        gamma_w: float = 0.001,
+        epsilon: float = 0.03,
+        init_std: float = 0.1,
+        scheme: str = "euler",
+    ) -> None:
         super().__init__()
         _check_choice("scheme", scheme, LIPSCHITZ_SCHEMES)
         n = hidden_size
@@ -197,8 +215,16 @@ class AntisymmetricRNN(DynamicalModel):
             diagonal is drawn from N(0, 2 σ_w^2 / n). V (and V_z) start as N(0, 1/d), the biases at 0 (appendix C).
     """
 
-    def __init__(self, d_input: int, n_classes: int, hidden_size: int = 128, epsilon: float = 0.01,
-                 gamma: float = 0.1, init_scale: float = 1.0, gated: bool = False) -> None:
+    def __init__(
+        self,
+        d_input: int,
+        n_classes: int,
+        hidden_size: int = 128,
+        epsilon: float = 0.01,
+        gamma: float = 0.1,
+        init_scale: float = 1.0,
+        gated: bool = False,
+    ) -> None:
         super().__init__()
         n = hidden_size
         self.hidden_size, self.epsilon, self.gamma, self.gated = n, epsilon, gamma, gated
@@ -232,8 +258,9 @@ class AntisymmetricRNN(DynamicalModel):
     def initial_state(self, batch: int) -> torch.Tensor:
         return self.upper.new_zeros(batch, self.hidden_size)
 
-    def _increment(self, h: torch.Tensor, drive: torch.Tensor, gate_drive: torch.Tensor | None,
-                   A: torch.Tensor) -> torch.Tensor:
+    def _increment(
+        self, h: torch.Tensor, drive: torch.Tensor, gate_drive: torch.Tensor | None, A: torch.Tensor
+    ) -> torch.Tensor:
         """ε [z ⊙] tanh(A h + drive), A = W - Wᵀ - γ I."""
         recurrent = h @ A.T
         update = torch.tanh(recurrent + drive)

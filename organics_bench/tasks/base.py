@@ -1,4 +1,5 @@
 """The contract between tasks, models and the trainer."""
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -61,8 +62,15 @@ class TaskData:
     curriculum: Callable[[int], torch.Tensor] | None = None
 
 
-def task_data(pool_x: torch.Tensor, pool_y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor, val_size: int,
-              seed: int, record: dict) -> TaskData:
+def task_data(
+    pool_x: torch.Tensor,
+    pool_y: torch.Tensor,
+    test_x: torch.Tensor,
+    test_y: torch.Tensor,
+    val_size: int,
+    seed: int,
+    record: dict,
+) -> TaskData:
     """Train and validation from the pool (`split_train_val`), the test split as given, and `record` completed with
     the three sizes."""
     train, val = split_train_val(pool_x, pool_y, val_size, seed)

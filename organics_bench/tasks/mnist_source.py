@@ -1,4 +1,5 @@
 """Where MNIST digits come from: torchvision's MNIST files, or the 5,000 real digits bundled with the package."""
+
 from __future__ import annotations
 
 from importlib import resources
@@ -31,15 +32,21 @@ def load_torchvision_mnist(data_dir: str | Path, download: bool) -> tuple[torch.
             ) from err
         raise UserError(f"could not read the MNIST files under {raw} ({err}); delete them and download again") from err
     except (AssertionError, ValueError, TypeError, KeyError, IndexError) as err:
-        raise UserError(f"the MNIST files under {raw} are corrupt or truncated ({type(err).__name__}: {err}); "
-                        "delete them and download again") from err
+        raise UserError(
+            f"the MNIST files under {raw} are corrupt or truncated ({type(err).__name__}: {err}); "
+            "delete them and download again"
+        ) from err
     except OSError as err:
-        raise UserError(f"cannot use the data dir {data_dir}: {err.strerror or err}; set paths.data_dir "
-                        "(or ORGANICS_BENCH_DATA) to a writable folder") from err
+        raise UserError(
+            f"cannot use the data dir {data_dir}: {err.strerror or err}; set paths.data_dir "
+            "(or ORGANICS_BENCH_DATA) to a writable folder"
+        ) from err
     for part, split in (("training", train), ("test", test)):
         if len(split.data) != len(split.targets):
-            raise UserError(f"the MNIST {part} files under {raw} disagree: {len(split.data)} images but "
-                            f"{len(split.targets)} labels; delete them and download again (organics-bench-data mnist)")
+            raise UserError(
+                f"the MNIST {part} files under {raw} disagree: {len(split.data)} images but "
+                f"{len(split.targets)} labels; delete them and download again (organics-bench-data mnist)"
+            )
     return train.data, train.targets, test.data, test.targets
 
 
@@ -53,8 +60,9 @@ def load_bundled_mnist(split_seed: int) -> tuple[torch.Tensor, ...]:
     return images[pool], labels[pool], images[test], labels[test]
 
 
-def load_mnist(source: str, data_dir: str | Path, download: bool, split_seed: int,
-               val_size: int) -> tuple[torch.Tensor, ...]:
+def load_mnist(
+    source: str, data_dir: str | Path, download: bool, split_seed: int, val_size: int
+) -> tuple[torch.Tensor, ...]:
     """(pool images, pool labels, test images, test labels) from either source, after checking `val_size` fits."""
     if source == "bundled":
         digits = load_bundled_mnist(split_seed)

@@ -6,6 +6,7 @@ test length L is its own test set of strings of exactly L bits, to measure lengt
 `curriculum_epochs` = N > 0, epoch e (from 0) trains only on strings up to
 train_min_length + (train_max_length - train_min_length) * min(1, (e + 1) / N) bits.
 """
+
 from __future__ import annotations
 
 import torch
@@ -17,12 +18,23 @@ from organics_bench.tasks.base import Split, TaskData, TaskSpec
 class Parity:
     """Generated from `seed` alone (no files). `test_lengths` longer than train_max_length test extrapolation."""
 
-    def __init__(self, name: str, train_min_length: int = 1, train_max_length: int = 40,
-                 test_lengths: list[int] | tuple[int, ...] = (40, 64, 128, 256), n_train: int = 20000,
-                 n_val: int = 2000, n_test: int = 2000, seed: int = 73, curriculum_epochs: int = 0) -> None:
+    def __init__(
+        self,
+        name: str,
+        train_min_length: int = 1,
+        train_max_length: int = 40,
+        test_lengths: list[int] | tuple[int, ...] = (40, 64, 128, 256),
+        n_train: int = 20000,
+        n_val: int = 2000,
+        n_test: int = 2000,
+        seed: int = 73,
+        curriculum_epochs: int = 0,
+    ) -> None:
         if not 1 <= train_min_length <= train_max_length:
-            raise UserError(f"task lengths need 1 <= train_min_length <= train_max_length, got "
-                            f"{train_min_length} and {train_max_length}")
+            raise UserError(
+                f"task lengths need 1 <= train_min_length <= train_max_length, got "
+                f"{train_min_length} and {train_max_length}"
+            )
         if not test_lengths or min(test_lengths) < 1:
             raise UserError(f"task.test_lengths must be positive lengths, got {list(test_lengths)}")
         if min(n_train, n_val, n_test) <= 0:
@@ -36,8 +48,9 @@ class Parity:
 
     @property
     def spec(self) -> TaskSpec:
-        return TaskSpec(self.name, "sequence", d_input=2, n_classes=2, input_shape=(self.max_len, 2),
-                        seq_len=self.max_len)
+        return TaskSpec(
+            self.name, "sequence", d_input=2, n_classes=2, input_shape=(self.max_len, 2), seq_len=self.max_len
+        )
 
     def load(self) -> TaskData:
         generator = torch.Generator().manual_seed(self.seed)
@@ -45,14 +58,24 @@ class Parity:
         val = self._variable_length(self.n_val, generator)
         tests = {length: self._fixed_length(self.n_test, length, generator) for length in self.test_lengths}
         in_distribution = max((L for L in self.test_lengths if L <= self.max_len), default=self.test_lengths[0])
-        record = {"seed": self.seed, "train_lengths": [self.min_len, self.max_len],
-                  "test_lengths": self.test_lengths, "test_split_length": in_distribution,
-                  "curriculum_epochs": self.curriculum_epochs,
-                  "sizes": {"train": self.n_train, "val": self.n_val, "test_per_length": self.n_test}}
+        record = {
+            "seed": self.seed,
+            "train_lengths": [self.min_len, self.max_len],
+            "test_lengths": self.test_lengths,
+            "test_split_length": in_distribution,
+            "curriculum_epochs": self.curriculum_epochs,
+            "sizes": {"train": self.n_train, "val": self.n_val, "test_per_length": self.n_test},
+        }
         lengths = train.x.sum((1, 2))
         curriculum = (lambda epoch: lengths <= self.curriculum_length(epoch)) if self.curriculum_epochs else None
-        return TaskData(train, val, tests[in_distribution], record,
-                        extra_tests={f"len{length}": split for length, split in tests.items()}, curriculum=curriculum)
+        return TaskData(
+            train,
+            val,
+            tests[in_distribution],
+            record,
+            extra_tests={f"len{length}": split for length, split in tests.items()},
+            curriculum=curriculum,
+        )
 
     def curriculum_length(self, epoch: int) -> int:
         """The longest training string allowed in `epoch` (0-based)."""

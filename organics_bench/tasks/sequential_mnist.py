@@ -1,5 +1,6 @@
 """Sequential MNIST (sMNIST) and permuted sequential MNIST (psMNIST): the paper protocol of docs/protocols.md,
 'Table 2: task'."""
+
 from __future__ import annotations
 
 import torch
@@ -46,8 +47,9 @@ class SequentialMNIST:
     def spec(self) -> TaskSpec:
         pixels = self.image_size**2
         seq_len, d_input = (pixels, 1) if self.layout == "pixels" else (self.image_size, self.image_size)
-        return TaskSpec(self.name, "sequence", d_input=d_input, n_classes=10, input_shape=(seq_len, d_input),
-                        seq_len=seq_len)
+        return TaskSpec(
+            self.name, "sequence", d_input=d_input, n_classes=10, input_shape=(seq_len, d_input), seq_len=seq_len
+        )
 
     def permutation(self) -> torch.Tensor | None:
         """The fixed pixel order shared by train, val and test (None for sMNIST)."""
@@ -56,8 +58,9 @@ class SequentialMNIST:
         return torch.randperm(self.image_size**2, generator=torch.Generator().manual_seed(self.permutation_seed))
 
     def load(self) -> TaskData:
-        pool_x, pool_y, test_x, test_y = load_mnist(self.source, self.data_dir, self.download, self.split_seed,
-                                                    self.val_size)
+        pool_x, pool_y, test_x, test_y = load_mnist(
+            self.source, self.data_dir, self.download, self.split_seed, self.val_size
+        )
         record = {
             "source": self.source,
             "layout": self.layout,
@@ -66,8 +69,15 @@ class SequentialMNIST:
             "permutation_seed": self.permutation_seed if self.permute else None,
             "split_seed": self.split_seed,
         }
-        return task_data(self._to_sequences(pool_x), pool_y.long(), self._to_sequences(test_x), test_y.long(),
-                         self.val_size, self.split_seed, record)
+        return task_data(
+            self._to_sequences(pool_x),
+            pool_y.long(),
+            self._to_sequences(test_x),
+            test_y.long(),
+            self.val_size,
+            self.split_seed,
+            record,
+        )
 
     def _to_sequences(self, images: torch.Tensor) -> torch.Tensor:
         x = images.float().div_(255.0).unsqueeze(1)

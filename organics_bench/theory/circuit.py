@@ -10,6 +10,7 @@ Main model:      τ_y ẏ = -y + b⊙z + (1 - √⌊a⌋) ⊙ W_r y,    τ_a ȧ 
 Rectified model: τ_y ẏ = -y + b⊙z + (1 - √⌊a⌋) ⊙ W_r ⌊y⌋,  τ_a ȧ = -a + b0²σ² + W (⌊y⌋² ⊙ ⌊a⌋)
 ``Wr=None`` means W_r = I.
 """
+
 from __future__ import annotations
 
 import math
@@ -161,13 +162,22 @@ def _step(c: Circuit, y: Tensor, a: Tensor, dt: Tensor, rectified: bool, method:
     k2 = f(y + dt / 2 * k1[0], a + dt / 2 * k1[1])
     k3 = f(y + dt / 2 * k2[0], a + dt / 2 * k2[1])
     k4 = f(y + dt * k3[0], a + dt * k3[1])
-    return (y + dt / 6 * (k1[0] + 2 * k2[0] + 2 * k3[0] + k4[0]),
-            a + dt / 6 * (k1[1] + 2 * k2[1] + 2 * k3[1] + k4[1]))
+    return (y + dt / 6 * (k1[0] + 2 * k2[0] + 2 * k3[0] + k4[0]), a + dt / 6 * (k1[1] + 2 * k2[1] + 2 * k3[1] + k4[1]))
 
 
-def simulate(c: Circuit, y0: Tensor, a0: Tensor, dt: float | Tensor, n_steps: int, rectified: bool = False,
-             tol: float = 1e-10, check_every: int = 100, record_every: int | None = None,
-             method: str = "euler", blowup: float = 1e8) -> Trajectory:
+def simulate(
+    c: Circuit,
+    y0: Tensor,
+    a0: Tensor,
+    dt: float | Tensor,
+    n_steps: int,
+    rectified: bool = False,
+    tol: float = 1e-10,
+    check_every: int = 100,
+    record_every: int | None = None,
+    method: str = "euler",
+    blowup: float = 1e8,
+) -> Trajectory:
     """Integrate all circuits at once (explicit Euler by default; ``dt`` a float or per-circuit (B, 1) in ms).
 
     Stops early once every circuit has ``residual < tol`` or has diverged (non-finite or |x| > ``blowup``);
@@ -186,7 +196,8 @@ def simulate(c: Circuit, y0: Tensor, a0: Tensor, dt: float | Tensor, n_steps: in
             rec_a.append(a.clone())
         y_new, a_new = _step(c, y, a, dt, rectified, method)
         bad = ~(torch.isfinite(y_new).all(-1) & torch.isfinite(a_new).all(-1)) | (
-            torch.cat([y_new, a_new], -1).abs().amax(-1) > blowup)
+            torch.cat([y_new, a_new], -1).abs().amax(-1) > blowup
+        )
         diverged |= bad
         keep = diverged.unsqueeze(-1)
         y, a = torch.where(keep, y, y_new), torch.where(keep, a, a_new)
@@ -214,9 +225,15 @@ def _log_uniform(shape: tuple[int, ...], lo: float, hi: float, gen: torch.Genera
     return 10 ** (math.log10(lo) + (math.log10(hi) - math.log10(lo)) * torch.rand(shape, generator=gen, dtype=DTYPE))
 
 
-def sample_broad(batch: int, n: int, gen: torch.Generator, gain_range: tuple[float, float] = (0.1, 10.0),
-                 tau_range: tuple[float, float] = (1.0, 100.0), w_scales: tuple[float, ...] = (0.01, 0.1, 1.0, 10.0),
-                 z_range: tuple[float, float] = (0.01, 10.0)) -> Circuit:
+def sample_broad(
+    batch: int,
+    n: int,
+    gen: torch.Generator,
+    gain_range: tuple[float, float] = (0.1, 10.0),
+    tau_range: tuple[float, float] = (1.0, 100.0),
+    w_scales: tuple[float, ...] = (0.01, 0.1, 1.0, 10.0),
+    z_range: tuple[float, float] = (0.01, 10.0),
+) -> Circuit:
     """Broad random W_r = I circuits for the unconditional-stability sweep (docs/equations.md, 'Jacobian at the
     fixed point').
 
@@ -234,14 +251,16 @@ def sample_broad(batch: int, n: int, gen: torch.Generator, gain_range: tuple[flo
     def g(rng: tuple[float, float]) -> Tensor:
         return _log_uniform(shape, *rng, gen)
 
-    return Circuit(W=W, b=g(gain_range), b0=g(gain_range), sigma=g(gain_range), tau_y=g(tau_range),
-                   tau_a=g(tau_range), z=z)
+    return Circuit(
+        W=W, b=g(gain_range), b0=g(gain_range), sigma=g(gain_range), tau_y=g(tau_range), tau_a=g(tau_range), z=z
+    )
 
 
 def sample_unit(batch: int, n: int, gen: torch.Generator, wr_bound: float | None = 1.0, tau: float = 2.0) -> Circuit:
     """The Fig. 4 / conjecture protocol (docs/equations.md, 'Convergence test (Fig. 4)', 'Generic W_r conjecture'):
     b, b0, σ ~ U(0,1)^n, τ = 2 ms, W ~ U(0,1)^{n×n}, z = g/‖g‖, and W_r = s·G/σ_max(G) with G ~ N(0,1) and
     s = ``wr_bound`` (None: W_r = I)."""
+
     def u(*shape: int) -> Tensor:
         return torch.rand(*shape, generator=gen, dtype=DTYPE)
 

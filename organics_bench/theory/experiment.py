@@ -1,5 +1,6 @@
 """What every theory experiment's run shares: single-threaded torch, a seeded generator, a headless figure, and
 writing ``<name>.png`` and ``<name>.json`` (JSON-safe numbers, run metadata)."""
+
 from __future__ import annotations
 
 import functools
@@ -17,8 +18,9 @@ from organics_bench.io import atomic_path, jsonable, write_json_atomic
 T = TypeVar("T")
 
 
-def figure(nrows: int = 1, ncols: int = 1, width: float = 5.0, height: float = 4.0,
-           **kwargs: Any) -> tuple[Figure, Any]:
+def figure(
+    nrows: int = 1, ncols: int = 1, width: float = 5.0, height: float = 4.0, **kwargs: Any
+) -> tuple[Figure, Any]:
     """A matplotlib Figure (Agg canvas, no pyplot state) with a grid of axes of ``width × height`` inches each."""
     fig = Figure(figsize=(width * ncols, height * nrows), layout="constrained")
     return fig, fig.subplots(nrows, ncols, squeeze=False, **kwargs)
@@ -30,8 +32,15 @@ def save(out_dir: pathlib.Path, name: str, summary: dict[str, Any], fig: Figure,
     out_dir.mkdir(parents=True, exist_ok=True)
     with atomic_path(out_dir / f"{name}.png") as tmp:
         fig.savefig(tmp, dpi=120)
-    summary = jsonable({**summary, "experiment": name, "wall_time_s": round(time.perf_counter() - started, 3),
-                        "torch_version": torch.__version__, "python": platform.python_version()})
+    summary = jsonable(
+        {
+            **summary,
+            "experiment": name,
+            "wall_time_s": round(time.perf_counter() - started, 3),
+            "torch_version": torch.__version__,
+            "python": platform.python_version(),
+        }
+    )
     write_json_atomic(summary, out_dir / f"{name}.json")
     return summary
 

@@ -13,6 +13,7 @@ Writing S = diag(sign y_s), S B S is a Z-matrix with (S B S) v > 0 for v = |y_s|
 M-matrix; then D = diag(w / v) with v = (SBS)⁻¹ 1, w = (SBS)⁻ᵀ 1 makes D B + Bᵀ D positive definite. Those are
 the "certified" weights t_i = D_i y_s,i² / a_s,i used here (our construction; the paper's t_i were not recovered).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -38,9 +39,11 @@ from organics_bench.theory.circuit import (
 from organics_bench.theory.settings import OscillatorSettings
 
 NAME = "oscillator"
-CLAIM = ("W_r = I linearization is a system of coupled damped oscillators I ü + B u̇ + K u = 0 whose companion "
-         "matrix has the Jacobian's eigenvalues, with an energy/Lyapunov function V (docs/equations.md, 'Damped "
-         "oscillators and energy')")
+CLAIM = (
+    "W_r = I linearization is a system of coupled damped oscillators I ü + B u̇ + K u = 0 whose companion "
+    "matrix has the Jacobian's eigenvalues, with an energy/Lyapunov function V (docs/equations.md, 'Damped "
+    "oscillators and energy')"
+)
 
 
 def oscillator_form(c: Circuit, y_s: Tensor, a_s: Tensor) -> tuple[Tensor, Tensor]:
@@ -138,20 +141,28 @@ def _findings(by_eps: dict[str, Any], pd_one: float) -> list[str]:
     cert = [(float(e), v["certified_t"]["fraction_monotone"]) for e, v in by_eps.items()]
     one = [v["t_i=1"]["fraction_monotone"] for v in by_eps.values()]
     fails = [e for e, f in cert if f < 1]
-    out = ["Companion-matrix eigenvalues equal eig(J); the (B, K) form holds exactly for u = tau_y * delta_y "
-           "(for non-uniform tau_y, not for delta_y itself, whose damping matrix is T_y^-1 B T_y)."]
+    out = [
+        "Companion-matrix eigenvalues equal eig(J); the (B, K) form holds exactly for u = tau_y * delta_y "
+        "(for non-uniform tau_y, not for delta_y itself, whose damping matrix is T_y^-1 B T_y)."
+    ]
     if pd_one < 1 or min(one) < 1:
-        out.append(f"V with t_i = 1 is NOT a Lyapunov function in general: its dissipation form D B + B^T D is "
-                   f"positive definite for only {100 * pd_one:.1f}% of the spectrum-check circuits, and V rose "
-                   f"somewhere along {100 * (1 - one[0]):.1f}% of trajectories even at the smallest perturbation "
-                   f"(up to {100 * (1 - min(one)):.1f}% at larger ones).")
+        out.append(
+            f"V with t_i = 1 is NOT a Lyapunov function in general: its dissipation form D B + B^T D is "
+            f"positive definite for only {100 * pd_one:.1f}% of the spectrum-check circuits, and V rose "
+            f"somewhere along {100 * (1 - one[0]):.1f}% of trajectories even at the smallest perturbation "
+            f"(up to {100 * (1 - min(one)):.1f}% at larger ones)."
+        )
     if fails:
-        out.append(f"With certified t_i (M-matrix construction) V decreased monotonically up to perturbation "
-                   f"{max([e for e, f in cert if f == 1], default=0):g}, but not always from {min(fails):g} on: "
-                   "a local Lyapunov function, not a global one.")
+        out.append(
+            f"With certified t_i (M-matrix construction) V decreased monotonically up to perturbation "
+            f"{max([e for e, f in cert if f == 1], default=0):g}, but not always from {min(fails):g} on: "
+            "a local Lyapunov function, not a global one."
+        )
     else:
-        out.append("With certified t_i (M-matrix construction) V decreased monotonically along every trajectory "
-                   "at every tested perturbation size.")
+        out.append(
+            "With certified t_i (M-matrix construction) V decreased monotonically along every trajectory "
+            "at every tested perturbation size."
+        )
     return out
 
 
@@ -176,12 +187,22 @@ def run(out_dir: pathlib.Path, smoke: bool = False, seed: int = 0, **overrides: 
         pd_cert.append(dissipation_min_eig(y_s, a_s, B, certified_weights(y_s, a_s, B)) > 0)
     err, sec = torch.cat(errs), torch.cat(sec)
     pd_one, pd_cert = torch.cat(pd_one), torch.cat(pd_cert)
-    ce = sample_broad(settings.n_trajectories, settings.energy_size, gen, settings.energy_gain_range,
-                      settings.energy_tau_range_ms, settings.energy_w_scales, settings.energy_z_range)
+    ce = sample_broad(
+        settings.n_trajectories,
+        settings.energy_size,
+        gen,
+        settings.energy_gain_range,
+        settings.energy_tau_range_ms,
+        settings.energy_w_scales,
+        settings.energy_z_range,
+    )
     y_e, a_e = fixed_point_identity(ce.select(slice(0, 1)))
     B_e, K_e = oscillator_form(ce.select(slice(0, 1)), y_e, a_e)
-    example = (settings.energy_size, eigvals(jacobian(ce.select(slice(0, 1)), y_e, a_e))[0] * 1000,
-               eigvals(companion(B_e, K_e))[0] * 1000)
+    example = (
+        settings.energy_size,
+        eigvals(jacobian(ce.select(slice(0, 1)), y_e, a_e))[0] * 1000,
+        eigvals(companion(B_e, K_e))[0] * 1000,
+    )
     by_eps, curves = {}, None
     for eps in tqdm(settings.perturbations, desc=f"{NAME}: energy", disable=smoke):
         t, V = _energy_trajectories(ce, eps, settings.max_steps, gen)
@@ -190,27 +211,38 @@ def run(out_dir: pathlib.Path, smoke: bool = False, seed: int = 0, **overrides: 
             curves = (eps, t, V)
     small = by_eps[str(min(settings.perturbations))]
     summary = {
-        "claim": CLAIM, "spec": "docs/equations.md, 'Damped oscillators and energy'",
-        "params": dataclasses.asdict(settings), "smoke": smoke, "seed": seed,
-        "headline": {"n_instances": len(err), "max_rel_eig_error_companion_vs_J": float(err.max()),
-                     "max_rel_second_order_residual": float(sec.max()),
-                     "fraction_monotone_V_t1_smallest_perturbation": small["t_i=1"]["fraction_monotone"],
-                     "fraction_monotone_V_certified_smallest_perturbation": small["certified_t"]["fraction_monotone"],
-                     "fraction_dissipation_PD_t1": float(pd_one.double().mean()),
-                     "fraction_dissipation_PD_certified": float(pd_cert.double().mean())},
-        "claim_holds": bool(err.max() < 1e-9 and sec.max() < 1e-9 and pd_cert.all()
-                            and small["certified_t"]["fraction_monotone"] == 1.0),
+        "claim": CLAIM,
+        "spec": "docs/equations.md, 'Damped oscillators and energy'",
+        "params": dataclasses.asdict(settings),
+        "smoke": smoke,
+        "seed": seed,
+        "headline": {
+            "n_instances": len(err),
+            "max_rel_eig_error_companion_vs_J": float(err.max()),
+            "max_rel_second_order_residual": float(sec.max()),
+            "fraction_monotone_V_t1_smallest_perturbation": small["t_i=1"]["fraction_monotone"],
+            "fraction_monotone_V_certified_smallest_perturbation": small["certified_t"]["fraction_monotone"],
+            "fraction_dissipation_PD_t1": float(pd_one.double().mean()),
+            "fraction_dissipation_PD_certified": float(pd_cert.double().mean()),
+        },
+        "claim_holds": bool(
+            err.max() < 1e-9 and sec.max() < 1e-9 and pd_cert.all() and small["certified_t"]["fraction_monotone"] == 1.0
+        ),
         "energy_monotonicity_by_perturbation": by_eps,
         "findings": _findings(by_eps, float(pd_one.double().mean())),
         "energy_protocol": "RK4 from (y_s, a_s)(1 + eps xi), xi ~ N(0, 1), dt = 0.2/max|lambda|, "
-                           f"{settings.energy_size}-unit circuits; monotone = V(t_k+1) - V(t_k) <= 1e-9 V(0) at all "
-                           "samples",
+        f"{settings.energy_size}-unit circuits; monotone = V(t_k+1) - V(t_k) <= 1e-9 V(0) at all "
+        "samples",
     }
     return experiment.save(out_dir, NAME, summary, _plot(example, curves, by_eps, summary), started)
 
 
-def _plot(example: tuple[int, Tensor, Tensor], curves: tuple[float, Tensor, Tensor], by_eps: dict[str, Any],
-          summary: dict[str, Any]):
+def _plot(
+    example: tuple[int, Tensor, Tensor],
+    curves: tuple[float, Tensor, Tensor],
+    by_eps: dict[str, Any],
+    summary: dict[str, Any],
+):
     fig, ax = experiment.figure(2, 2, width=6.0, height=4.3)
     n, lam_J, lam_C = example
     h = summary["headline"]
@@ -218,9 +250,12 @@ def _plot(example: tuple[int, Tensor, Tensor], curves: tuple[float, Tensor, Tens
     ax[0, 0].scatter(lam_C.real, lam_C.imag, marker="x", color="C3", label="eig([[0, I], [−K, −B]])")
     ax[0, 0].axvline(0, color="gray", lw=0.8)
     ax[0, 0].set_xlim(1.1 * float(lam_J.real.min()), -0.05 * float(lam_J.real.min()))
-    ax[0, 0].set(xlabel="Re λ (1/s)", ylabel="Im λ (1/s)",
-                 title=f"Example circuit, n = {n}: oscillator form vs Jacobian\n"
-                       f"max rel. error over {h['n_instances']} circuits: {h['max_rel_eig_error_companion_vs_J']:.1e}")
+    ax[0, 0].set(
+        xlabel="Re λ (1/s)",
+        ylabel="Im λ (1/s)",
+        title=f"Example circuit, n = {n}: oscillator form vs Jacobian\n"
+        f"max rel. error over {h['n_instances']} circuits: {h['max_rel_eig_error_companion_vs_J']:.1e}",
+    )
     ax[0, 0].legend(loc="upper left", fontsize=8)
     eps, t, V = curves
     floor = 1e-14
@@ -233,16 +268,28 @@ def _plot(example: tuple[int, Tensor, Tensor], curves: tuple[float, Tensor, Tens
         t_end = 0.0
         for j in show:
             kind = "V rises somewhere" if inc[j] > 1e-9 else "V monotone"
-            ax_.plot(t[j].numpy(), Vk[j], color="C3" if inc[j] > 1e-9 else color, lw=1, alpha=0.8,
-                     label=None if kind in seen else kind)
+            ax_.plot(
+                t[j].numpy(),
+                Vk[j],
+                color="C3" if inc[j] > 1e-9 else color,
+                lw=1,
+                alpha=0.8,
+                label=None if kind in seen else kind,
+            )
             seen.add(kind)
             above = np.nonzero(Vk[j] > floor)[0]
             t_end = max(t_end, float(t[j, above[-1]]) if len(above) else 0.0)
         stats = by_eps[str(eps)]["t_i=1" if k == 0 else "certified_t"]
-        ax_.set(yscale="log", ylim=(floor, 10), xlim=(0, t_end), xlabel="time (ms)", ylabel="V(t) / V(0)",
-                title=f"Energy V with {label}, perturbation {eps:g} (17 sample paths)\n"
-                      f"{100 * stats['fraction_monotone']:.1f}% of all trajectories monotone, "
-                      f"worst rise {stats['worst_increase_rel_V0']:.2g}·V(0)")
+        ax_.set(
+            yscale="log",
+            ylim=(floor, 10),
+            xlim=(0, t_end),
+            xlabel="time (ms)",
+            ylabel="V(t) / V(0)",
+            title=f"Energy V with {label}, perturbation {eps:g} (17 sample paths)\n"
+            f"{100 * stats['fraction_monotone']:.1f}% of all trajectories monotone, "
+            f"worst rise {stats['worst_increase_rel_V0']:.2g}·V(0)",
+        )
         ax_.legend(fontsize=8, loc="lower left")
     eps_list = [float(e) for e in by_eps]
     xs = np.arange(len(eps_list))
@@ -252,10 +299,13 @@ def _plot(example: tuple[int, Tensor, Tensor], curves: tuple[float, Tensor, Tens
         fractions += f
         ax[1, 1].bar(xs + (k - 0.5) * 0.38, f, width=0.38, color=color, label=label)
     ax[1, 1].set_xticks(xs, [f"{e:g}" for e in eps_list])
-    ax[1, 1].set(ylim=(max(0, min(fractions) - 5), 100.5), xlabel="relative perturbation of the initial state",
-                 ylabel="trajectories with monotone V (%)",
-                 title="Monotone V vs distance from the fixed point\n"
-                       f"(dissipation PD: t_i = 1 {100 * h['fraction_dissipation_PD_t1']:.0f}%, "
-                       f"certified {100 * h['fraction_dissipation_PD_certified']:.0f}% of circuits)")
+    ax[1, 1].set(
+        ylim=(max(0, min(fractions) - 5), 100.5),
+        xlabel="relative perturbation of the initial state",
+        ylabel="trajectories with monotone V (%)",
+        title="Monotone V vs distance from the fixed point\n"
+        f"(dissipation PD: t_i = 1 {100 * h['fraction_dissipation_PD_t1']:.0f}%, "
+        f"certified {100 * h['fraction_dissipation_PD_certified']:.0f}% of circuits)",
+    )
     ax[1, 1].legend(loc="lower left")
     return fig

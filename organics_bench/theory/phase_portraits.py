@@ -1,6 +1,7 @@
 """Two-dimensional ORGaNICs (one y, one a, scalar w_r; docs/equations.md, 'Two-dimensional model'): fixed points
 from the quartic, their stability, phase portraits of Fig. 1 (a-f) and Fig. 3, and a random check of the claim that
 a stable fixed point always exists."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -19,9 +20,11 @@ from organics_bench.theory.circuit import DTYPE, Circuit, eigvals, jacobian, res
 from organics_bench.theory.settings import PhasePortraitsSettings
 
 NAME = "phase_portraits"
-CLAIM = ("2-D ORGaNICs has a stable fixed point for any w_r > 0 and any parameters; Fig. 1 a-c fixed points "
-         "(0.898, 0.0129), (0.998, 0.563), (0.417, 1.210) with λ = -0.188±0.057i, -0.126±0.599i, -0.507±0.295i "
-         "per ms (docs/equations.md, 'Two-dimensional model')")
+CLAIM = (
+    "2-D ORGaNICs has a stable fixed point for any w_r > 0 and any parameters; Fig. 1 a-c fixed points "
+    "(0.898, 0.0129), (0.998, 0.563), (0.417, 1.210) with λ = -0.188±0.057i, -0.126±0.599i, -0.507±0.295i "
+    "per ms (docs/equations.md, 'Two-dimensional model')"
+)
 
 
 def circuit_2d(p: Mapping[str, float], batch: int = 1) -> Circuit:
@@ -30,8 +33,16 @@ def circuit_2d(p: Mapping[str, float], batch: int = 1) -> Circuit:
     def v(key: str) -> torch.Tensor:
         return torch.full((batch, 1), float(p[key]), dtype=DTYPE)
 
-    return Circuit(W=v("w")[..., None], b=v("b"), b0=v("b0"), sigma=v("sigma"), tau_y=v("tau_y"),
-                   tau_a=v("tau_a"), z=v("z"), Wr=v("w_r")[..., None])
+    return Circuit(
+        W=v("w")[..., None],
+        b=v("b"),
+        b0=v("b0"),
+        sigma=v("sigma"),
+        tau_y=v("tau_y"),
+        tau_a=v("tau_a"),
+        z=v("z"),
+        Wr=v("w_r")[..., None],
+    )
 
 
 def quartic(p: Mapping[str, float]) -> list[float]:
@@ -64,10 +75,21 @@ def fixed_points(p: Mapping[str, float], rectified: bool) -> list[dict[str, Any]
     out = []
     for i in np.argsort([v[0] for v in pts]):
         re, im = lam[i].real.max().item(), lam[i].imag.abs().max().item()
-        kind = ("saddle" if lam[i].real.min() < 0 < re else
-                ("stable" if re < 0 else "unstable") + (" focus" if im > 0 else " node"))
-        out.append({"y": float(y[i, 0]), "a": float(a[i, 0]), "stable": re < 0, "type": kind,
-                    "eigenvalues_per_ms": [complex(v) for v in lam[i].tolist()], "residual": float(res[i])})
+        kind = (
+            "saddle"
+            if lam[i].real.min() < 0 < re
+            else ("stable" if re < 0 else "unstable") + (" focus" if im > 0 else " node")
+        )
+        out.append(
+            {
+                "y": float(y[i, 0]),
+                "a": float(a[i, 0]),
+                "stable": re < 0,
+                "type": kind,
+                "eigenvalues_per_ms": [complex(v) for v in lam[i].tolist()],
+                "residual": float(res[i]),
+            }
+        )
     return out
 
 
@@ -97,10 +119,13 @@ def regime_sweep(n: int, gen: np.random.Generator, fig1_inputs: bool) -> dict[st
                 counts["count_rule_holds"] += ok
                 if not ok and bad_example is None:
                     bad_example = {"params": p, "fixed_points": pts, "rule_predicts": rule}
-    return {**counts, "fraction_has_stable": counts["has_stable"] / counts["n"],
-            "fraction_bistable": counts["bistable"] / counts["n"],
-            "fraction_count_rule_holds": counts["count_rule_holds"] / max(1, counts["n_rule_checked"]),
-            "first_rule_violation": bad_example}
+    return {
+        **counts,
+        "fraction_has_stable": counts["has_stable"] / counts["n"],
+        "fraction_bistable": counts["bistable"] / counts["n"],
+        "fraction_count_rule_holds": counts["count_rule_holds"] / max(1, counts["n_rule_checked"]),
+        "first_rule_violation": bad_example,
+    }
 
 
 def _bounds(pts: Sequence[dict[str, Any]]) -> tuple[tuple[float, float], tuple[float, float]]:
@@ -109,8 +134,9 @@ def _bounds(pts: Sequence[dict[str, Any]]) -> tuple[tuple[float, float], tuple[f
     return (min(ys) - 0.6, max(ys) + 0.6), (-0.08 * top, top)
 
 
-def _panel(ax: Any, p: Mapping[str, Any], pts: list[dict[str, Any]], grid: int, traj_steps: int,
-           density: float) -> None:
+def _panel(
+    ax: Any, p: Mapping[str, Any], pts: list[dict[str, Any]], grid: int, traj_steps: int, density: float
+) -> None:
     (y_lo, y_hi), (a_lo, a_hi) = _bounds(pts)
     Y, A = np.meshgrid(np.linspace(y_lo, y_hi, grid), np.linspace(a_lo, a_hi, grid))
     c = circuit_2d(p, grid * grid)
@@ -122,29 +148,58 @@ def _panel(ax: Any, p: Mapping[str, Any], pts: list[dict[str, Any]], grid: int, 
     ax.plot([], [], color="C0", label="y-nullcline")
     ax.plot([], [], color="C1", label="a-nullcline")
     start = (0.5 * (y_lo + 0.0), 0.9 * a_hi)
-    traj = simulate(circuit_2d(p), torch.tensor([[start[0]]], dtype=DTYPE), torch.tensor([[start[1]]], dtype=DTYPE),
-                    0.04 * max(p["tau_y"], p["tau_a"]), traj_steps, p["rectified"], record_every=1, method="rk4")
+    traj = simulate(
+        circuit_2d(p),
+        torch.tensor([[start[0]]], dtype=DTYPE),
+        torch.tensor([[start[1]]], dtype=DTYPE),
+        0.04 * max(p["tau_y"], p["tau_a"]),
+        traj_steps,
+        p["rectified"],
+        record_every=1,
+        method="rk4",
+    )
     ax.plot(traj.ys[0, :, 0], traj.as_[0, :, 0], "k-", lw=1.2, label="trajectory (RK4)")
     offsets = [(6, 6)] if len(pts) == 1 else [(-80, 22), (12, 24), (6, 6), (6, -30)]
     for q, offset in zip(pts, offsets * len(pts)):
         lam = q["eigenvalues_per_ms"][0]
-        text = f"({q['y']:.3f}, {q['a']:.4f})\nλ = {lam.real:.3f}" + (f" ± {abs(lam.imag):.3f}i" if lam.imag else
-                                                                     f", {q['eigenvalues_per_ms'][1].real:.3f}")
-        ax.plot(q["y"], q["a"], "o", ms=8, mfc="g" if q["stable"] else "w", mec="g" if q["stable"] else "r", mew=2,
-                label="stable fixed point" if q["stable"] else "unstable fixed point")
-        ax.annotate(text, (q["y"], q["a"]), textcoords="offset points", xytext=offset, fontsize=7.5,
-                    bbox=dict(boxstyle="round,pad=0.2", fc="w", alpha=0.8))
+        text = f"({q['y']:.3f}, {q['a']:.4f})\nλ = {lam.real:.3f}" + (
+            f" ± {abs(lam.imag):.3f}i" if lam.imag else f", {q['eigenvalues_per_ms'][1].real:.3f}"
+        )
+        ax.plot(
+            q["y"],
+            q["a"],
+            "o",
+            ms=8,
+            mfc="g" if q["stable"] else "w",
+            mec="g" if q["stable"] else "r",
+            mew=2,
+            label="stable fixed point" if q["stable"] else "unstable fixed point",
+        )
+        ax.annotate(
+            text,
+            (q["y"], q["a"]),
+            textcoords="offset points",
+            xytext=offset,
+            fontsize=7.5,
+            bbox=dict(boxstyle="round,pad=0.2", fc="w", alpha=0.8),
+        )
     handles, labels = ax.get_legend_handles_labels()
     uniq = dict(zip(labels, handles))
     ax.legend(uniq.values(), uniq.keys(), fontsize=7, loc="upper right")
     model = "rectified" if p["rectified"] else "main"
-    ax.set(xlim=(y_lo, y_hi), ylim=(a_lo, a_hi), xlabel="y (principal neuron)", ylabel="a (modulator)",
-           title=f"Fig. {p['name']}: {model} model, w_r = {p['w_r']:g}, b0 = {p['b0']:g}, σ = {p['sigma']:g}\n"
-                 f"τ_y = {p['tau_y']:g} ms, τ_a = {p['tau_a']:g} ms; λ in 1/ms")
+    ax.set(
+        xlim=(y_lo, y_hi),
+        ylim=(a_lo, a_hi),
+        xlabel="y (principal neuron)",
+        ylabel="a (modulator)",
+        title=f"Fig. {p['name']}: {model} model, w_r = {p['w_r']:g}, b0 = {p['b0']:g}, σ = {p['sigma']:g}\n"
+        f"τ_y = {p['tau_y']:g} ms, τ_a = {p['tau_a']:g} ms; λ in 1/ms",
+    )
 
 
-def _check_spec(results: dict[str, list[dict[str, Any]]], expected: Mapping[str, Any], tol: float = 1e-3
-                ) -> dict[str, Any]:
+def _check_spec(
+    results: dict[str, list[dict[str, Any]]], expected: Mapping[str, Any], tol: float = 1e-3
+) -> dict[str, Any]:
     """Compare panels with the fixed points and stable eigenvalue of docs/equations.md, 'Two-dimensional model'
     (printed to 3 decimals, so |Δ| <= 1e-3; a < 0.1 is printed to 4 decimals, so |Δa| <= 1e-4 there)."""
     out = {}
@@ -152,9 +207,9 @@ def _check_spec(results: dict[str, list[dict[str, Any]]], expected: Mapping[str,
         pts = results[name]
         got = sorted((q["y"], q["a"]) for q in pts)
         want = sorted(tuple(v) for v in exp["points"])
-        ok_pts = len(got) == len(want) and all(abs(g[0] - e[0]) <= tol and abs(g[1] - e[1]) <= (tol / 10 if e[1] < 0.1
-                                                                                             else tol)
-                                               for g, e in zip(got, want))
+        ok_pts = len(got) == len(want) and all(
+            abs(g[0] - e[0]) <= tol and abs(g[1] - e[1]) <= (tol / 10 if e[1] < 0.1 else tol) for g, e in zip(got, want)
+        )
         stable = [q for q in pts if q["stable"]]
         lam = stable[0]["eigenvalues_per_ms"][0] if len(stable) == 1 else complex(math.nan)
         ok_lam = abs(lam.real - exp["lambda"][0]) <= tol and abs(abs(lam.imag) - exp["lambda"][1]) <= tol
@@ -179,33 +234,40 @@ def run(out_dir: pathlib.Path, smoke: bool = False, seed: int = 0, **overrides: 
     panels = settings.panels
     results = {p["name"]: fixed_points(p, p["rectified"]) for p in panels}
     gen = np.random.default_rng(seed)
-    sweeps = {key: regime_sweep(settings.n_random, gen, fig1) for key, fig1 in
-              tqdm((("fig1_inputs", True), ("any_inputs", False)), desc=NAME, disable=smoke)}
+    sweeps = {
+        key: regime_sweep(settings.n_random, gen, fig1)
+        for key, fig1 in tqdm((("fig1_inputs", True), ("any_inputs", False)), desc=NAME, disable=smoke)
+    }
     spec = _check_spec(results, {k: v for k, v in DOCUMENTED_FIG1.items() if k in results})
     every_panel_stable = all(any(q["stable"] for q in pts) for pts in results.values())
     summary = {
-        "claim": CLAIM, "spec": "docs/equations.md, 'Two-dimensional model'", "params": dataclasses.asdict(settings),
-        "smoke": smoke, "seed": seed,
-        "headline": {"spec_values_match": all(v["match"] for v in spec.values()),
-                     "every_panel_has_stable_fixed_point": every_panel_stable,
-                     "random_fraction_with_stable_fixed_point": min(s["fraction_has_stable"] for s in sweeps.values()),
-                     "random_fraction_count_rule_holds_fig1_inputs":
-                         sweeps["fig1_inputs"]["fraction_count_rule_holds"]},
-        "claim_holds": all(v["match"] for v in spec.values()) and every_panel_stable
+        "claim": CLAIM,
+        "spec": "docs/equations.md, 'Two-dimensional model'",
+        "params": dataclasses.asdict(settings),
+        "smoke": smoke,
+        "seed": seed,
+        "headline": {
+            "spec_values_match": all(v["match"] for v in spec.values()),
+            "every_panel_has_stable_fixed_point": every_panel_stable,
+            "random_fraction_with_stable_fixed_point": min(s["fraction_has_stable"] for s in sweeps.values()),
+            "random_fraction_count_rule_holds_fig1_inputs": sweeps["fig1_inputs"]["fraction_count_rule_holds"],
+        },
+        "claim_holds": all(v["match"] for v in spec.values())
+        and every_panel_stable
         and all(s["fraction_has_stable"] == 1.0 for s in sweeps.values()),
         "panels": {p["name"]: {"params": p, "fixed_points": results[p["name"]]} for p in panels},
         "spec_check": spec,
         "random_sweeps": sweeps,
         "note": "The count rule (w_r > 1 and b0σ < 1 - 1/w_r gives one stable and two unstable fixed points, else a "
-                "single stable one) is only a necessary condition for the extra (y < 0) fixed points: they need "
-                "b0σ <= √a < 1 - 1/w_r. See random_sweeps: some circuits in that regime have one fixed point, and "
-                "some can have two stable ones (bistable, depending on τ_y/τ_a). docs/equations.md prints 1b's λ as "
-                "-0.126 ± 0.599i; the computed value is -0.12639 ± 0.59849i (a rounding difference).",
+        "single stable one) is only a necessary condition for the extra (y < 0) fixed points: they need "
+        "b0σ <= √a < 1 - 1/w_r. See random_sweeps: some circuits in that regime have one fixed point, and "
+        "some can have two stable ones (bistable, depending on τ_y/τ_a). docs/equations.md prints 1b's λ as "
+        "-0.126 ± 0.599i; the computed value is -0.12639 ± 0.59849i (a rounding difference).",
     }
     ncols = 3
     fig, ax = experiment.figure(math.ceil(len(panels) / ncols), ncols, width=5.6, height=4.6)
     for i, p in enumerate(panels):
         _panel(ax.flat[i], p, results[p["name"]], settings.grid, settings.traj_steps, settings.stream_density)
-    for extra in ax.flat[len(panels):]:
+    for extra in ax.flat[len(panels) :]:
         extra.set_visible(False)
     return experiment.save(out_dir, NAME, summary, fig, started)

@@ -7,6 +7,7 @@ paper-scale run, `SMOKE` the fields `smoke=true` shrinks, `__post_init__` the ch
 `organics-bench experiment=theory/wr_sweep theory.sizes=[4,8]` overrides one. The node is untyped: the checks here,
 not OmegaConf's, judge a value, so a bad one fails in one sentence.
 """
+
 import dataclasses
 import math
 from collections.abc import Mapping
@@ -81,19 +82,35 @@ class JacobianSweepSettings(ExperimentSettings):
     ones_alpha: float = 1.0
     """W = α·11ᵀ in the all-ones-W example."""
 
-    SMOKE: ClassVar[Mapping[str, Any]] = {"n_circuits": 120, "sizes": (2, 5, 12), "min_per_size": 8,
-                                          "n_simulate": 12, "sim_max_steps": 2000}
+    SMOKE: ClassVar[Mapping[str, Any]] = {
+        "n_circuits": 120,
+        "sizes": (2, 5, 12),
+        "min_per_size": 8,
+        "n_simulate": 12,
+        "sim_max_steps": 2000,
+    }
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _counts(n_circuits=self.n_circuits, min_per_size=self.min_per_size, n_simulate=self.n_simulate,
-                sim_max_steps=self.sim_max_steps, n_autograd_per_size=self.n_autograd_per_size)
+        _counts(
+            n_circuits=self.n_circuits,
+            min_per_size=self.min_per_size,
+            n_simulate=self.n_simulate,
+            sim_max_steps=self.sim_max_steps,
+            n_autograd_per_size=self.n_autograd_per_size,
+        )
         _count_lists(sizes=self.sizes)
         _ranges(gain_range=self.gain_range, tau_range_ms=self.tau_range_ms, z_range=self.z_range)
         _positive_lists(w_scales=self.w_scales)
         _number_lists(ones_z=self.ones_z)
-        _positive(ones_b=self.ones_b, ones_b0=self.ones_b0, ones_sigma=self.ones_sigma,
-                  ones_tau_y_ms=self.ones_tau_y_ms, ones_tau_a_ms=self.ones_tau_a_ms, ones_alpha=self.ones_alpha)
+        _positive(
+            ones_b=self.ones_b,
+            ones_b0=self.ones_b0,
+            ones_sigma=self.ones_sigma,
+            ones_tau_y_ms=self.ones_tau_y_ms,
+            ones_tau_a_ms=self.ones_tau_a_ms,
+            ones_alpha=self.ones_alpha,
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,8 +139,13 @@ class OscillatorSettings(ExperimentSettings):
     energy_z_range: tuple[float, float] = (0.1, 2.0)
     """Scale of z of the energy circuits, log-uniform over this range."""
 
-    SMOKE: ClassVar[Mapping[str, Any]] = {"n_instances": 60, "sizes": (2, 5), "n_trajectories": 16,
-                                          "perturbations": (0.001, 0.1), "max_steps": 600}
+    SMOKE: ClassVar[Mapping[str, Any]] = {
+        "n_instances": 60,
+        "sizes": (2, 5),
+        "n_trajectories": 16,
+        "perturbations": (0.001, 0.1),
+        "max_steps": 600,
+    }
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -131,8 +153,11 @@ class OscillatorSettings(ExperimentSettings):
         _counts(12, n_trajectories=self.n_trajectories)
         _count_lists(sizes=self.sizes)
         _positive_lists(perturbations=self.perturbations, energy_w_scales=self.energy_w_scales)
-        _ranges(energy_gain_range=self.energy_gain_range, energy_tau_range_ms=self.energy_tau_range_ms,
-                energy_z_range=self.energy_z_range)
+        _ranges(
+            energy_gain_range=self.energy_gain_range,
+            energy_tau_range_ms=self.energy_tau_range_ms,
+            energy_z_range=self.energy_z_range,
+        )
 
 
 _FIG1 = {"b": 0.5, "w": 1.0, "z": 1.0, "tau_y": 2.0, "tau_a": 2.0}
@@ -273,24 +298,38 @@ class SSNContrastSettings(ExperimentSettings):
     t_max_ms: float = 2000.0
     """SSN simulation horizon (ms)."""
 
-    SMOKE: ClassVar[Mapping[str, Any]] = {"n_circuits": 12, "n_e": 8, "n_i": 2, "inputs": (1.0, 20.0),
-                                          "t_max_ms": 1000.0}
+    SMOKE: ClassVar[Mapping[str, Any]] = {
+        "n_circuits": 12,
+        "n_e": 8,
+        "n_i": 2,
+        "inputs": (1.0, 20.0),
+        "t_max_ms": 1000.0,
+    }
 
     def __post_init__(self) -> None:
         super().__post_init__()
         _counts(n_circuits=self.n_circuits, n_e=self.n_e, n_i=self.n_i)
         _non_negative(spread=self.spread)
-        _positive(k=self.k, power=self.power, tau_e_ms=self.tau_e_ms, tau_i_ms=self.tau_i_ms, dt_ms=self.dt_ms,
-                  t_max_ms=self.t_max_ms)
+        _positive(
+            k=self.k,
+            power=self.power,
+            tau_e_ms=self.tau_e_ms,
+            tau_i_ms=self.tau_i_ms,
+            dt_ms=self.dt_ms,
+            t_max_ms=self.t_max_ms,
+        )
         _positive_lists(inputs=self.inputs)
         if self.t_max_ms < self.dt_ms:
             raise ValueError(f"t_max_ms must be at least dt_ms = {self.dt_ms} (one Euler step), got {self.t_max_ms}")
 
 
 SETTINGS: dict[str, type[ExperimentSettings]] = {
-    "jacobian_sweep": JacobianSweepSettings, "oscillator": OscillatorSettings,
-    "phase_portraits": PhasePortraitsSettings, "fixed_point_iteration": FixedPointIterationSettings,
-    "wr_sweep": WrSweepSettings, "ssn_contrast": SSNContrastSettings,
+    "jacobian_sweep": JacobianSweepSettings,
+    "oscillator": OscillatorSettings,
+    "phase_portraits": PhasePortraitsSettings,
+    "fixed_point_iteration": FixedPointIterationSettings,
+    "wr_sweep": WrSweepSettings,
+    "ssn_contrast": SSNContrastSettings,
 }
 """Every theory experiment (its module `organics_bench.theory.<name>`) and its settings."""
 
@@ -385,8 +424,12 @@ def _number_lists(**values: Any) -> None:
 
 def _ranges(**values: Any) -> None:
     for name, value in values.items():
-        if not (isinstance(value, tuple) and len(value) == 2 and all(_is_number(v) for v in value)
-                and 0 < value[0] <= value[1]):
+        if not (
+            isinstance(value, tuple)
+            and len(value) == 2
+            and all(_is_number(v) for v in value)
+            and 0 < value[0] <= value[1]
+        ):
             raise ValueError(f"{name} must be [low, high] with 0 < low <= high, got {_shown(value)}")
 
 

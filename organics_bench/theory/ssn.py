@@ -2,6 +2,7 @@
 
 Batched like :mod:`organics_bench.theory.circuit`: r, h, tau (..., N), W (..., N, N); time in ms, firing rates in Hz.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -28,8 +29,14 @@ def ssn_jacobian(r: Tensor, W: Tensor, h: Tensor, tau: Tensor, k: float = 0.04, 
     return (-eye + gain.unsqueeze(-1) * W) / tau.unsqueeze(-1)
 
 
-def sample_ssn(batch: int, n_e: int, n_i: int, gen: torch.Generator, spread: float = 0.3,
-               j_base: tuple[tuple[float, float], tuple[float, float]] = J_BASE) -> Tensor:
+def sample_ssn(
+    batch: int,
+    n_e: int,
+    n_i: int,
+    gen: torch.Generator,
+    spread: float = 0.3,
+    j_base: tuple[tuple[float, float], tuple[float, float]] = J_BASE,
+) -> Tensor:
     """Random Dale's-law weights (batch, N, N), E columns >= 0, I columns <= 0.
 
     Per circuit J_ab = j_base_ab · 10^U(-spread, spread); W_ij = ± J_ab · U(0.5, 1.5) / N_b for i in a, j in b.
@@ -54,8 +61,18 @@ class SSNResult:
     steps: int
 
 
-def simulate_ssn(W: Tensor, h: Tensor, tau: Tensor, dt: float, n_steps: int, k: float = 0.04, n: float = 2.0,
-                 tol: float = 1e-8, blowup: float = 1e4, check_every: int = 200) -> SSNResult:
+def simulate_ssn(
+    W: Tensor,
+    h: Tensor,
+    tau: Tensor,
+    dt: float,
+    n_steps: int,
+    k: float = 0.04,
+    n: float = 2.0,
+    tol: float = 1e-8,
+    blowup: float = 1e4,
+    check_every: int = 200,
+) -> SSNResult:
     """Euler from r = 0; diverged = non-finite or a firing rate above ``blowup`` Hz (frozen there); stops early when
     every circuit has converged (relative residual max|τ dr/dt| / (1 + max r) < tol) or diverged."""
     r = torch.zeros_like(h)

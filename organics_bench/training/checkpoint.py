@@ -1,4 +1,5 @@
 """Atomic checkpoints of tensors and primitives only, loadable with `weights_only=True`."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -39,13 +40,16 @@ def load_checkpoint(path: Path, resumable: bool = True) -> dict:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises several types for damaged or foreign files
-        raise UserError(f"cannot read checkpoint {path}: it is damaged or not an organics-bench checkpoint "
-                        f"({type(err).__name__})") from err
+        raise UserError(
+            f"cannot read checkpoint {path}: it is damaged or not an organics-bench checkpoint ({type(err).__name__})"
+        ) from err
     if not isinstance(payload, dict) or "model_state" not in payload:
         raise UserError(f"{path} is not an organics-bench checkpoint (no model_state)")
     if resumable and "optimizer_state" not in payload:
-        raise UserError(f"{path} holds only a model's weights (best.pt), not a run's state: resume from its run dir "
-                        "or its checkpoints/last.pt")
+        raise UserError(
+            f"{path} holds only a model's weights (best.pt), not a run's state: resume from its run dir "
+            "or its checkpoints/last.pt"
+        )
     return payload
 
 
@@ -58,9 +62,11 @@ def resumed_config(cfg: DictConfig, payload: dict, overrides: list[str], path: P
     current = OmegaConf.to_container(cfg, resolve=True)
     explicit = [o.split("=", 1)[0].lstrip("+~") for o in overrides if "=" in o]
     stored_cfg = OmegaConf.create(stored)
-    group_values = {"model": (payload.get("model_name"), HydraConfig.get().runtime.choices.get("model")),
-                    "task": (stored["task"]["name"], current["task"]["name"]),
-                    "experiment": (stored.get("experiment_name"), current.get("experiment_name"))}
+    group_values = {
+        "model": (payload.get("model_name"), HydraConfig.get().runtime.choices.get("model")),
+        "task": (stored["task"]["name"], current["task"]["name"]),
+        "experiment": (stored.get("experiment_name"), current.get("experiment_name")),
+    }
     for key in explicit:
         if key in group_values:
             was, now = group_values[key]
@@ -69,9 +75,11 @@ def resumed_config(cfg: DictConfig, payload: dict, overrides: list[str], path: P
         else:
             was, now = OmegaConf.select(stored_cfg, key), OmegaConf.select(cfg, key)
         if was != now:
-            raise UserError(f"{key}={now} differs from the run being resumed ({path}: {key}={was}); a resumed run "
-                            "continues as it was configured (only trainer.epochs and where/how-fast settings may "
-                            "change): drop the override or start a new run")
+            raise UserError(
+                f"{key}={now} differs from the run being resumed ({path}: {key}={was}); a resumed run "
+                "continues as it was configured (only trainer.epochs and where/how-fast settings may "
+                "change): drop the override or start a new run"
+            )
     merged = stored_config(cfg, payload)
     if "trainer.epochs" in explicit:
         merged.trainer.epochs = cfg.trainer.epochs
@@ -106,12 +114,16 @@ def _is_free(key: str) -> bool:
 def check_compatible(payload: dict, model: torch.nn.Module, model_name: str, task_name: str, path: Path) -> None:
     """Refuse a checkpoint written by another model or task, naming both."""
     if payload.get("model_name") != model_name or payload.get("task_name") != task_name:
-        raise UserError(f"checkpoint {path} was written by model={payload.get('model_name')} "
-                        f"task={payload.get('task_name')}, not model={model_name} task={task_name}: "
-                        "resume with the same model and task, or start a new run")
+        raise UserError(
+            f"checkpoint {path} was written by model={payload.get('model_name')} "
+            f"task={payload.get('task_name')}, not model={model_name} task={task_name}: "
+            "resume with the same model and task, or start a new run"
+        )
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     found = {k: tuple(v.shape) for k, v in payload["model_state"].items()}
     if expected != found:
         diff = sorted(set(expected.items()) ^ set(found.items()))[:3]
-        raise UserError(f"checkpoint {path} has other parameter shapes than this model "
-                        f"(e.g. {diff}): use the same model settings (hidden_size, recurrence, ...) as that run")
+        raise UserError(
+            f"checkpoint {path} has other parameter shapes than this model "
+            f"(e.g. {diff}): use the same model settings (hidden_size, recurrence, ...) as that run"
+        )

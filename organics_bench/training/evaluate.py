@@ -1,6 +1,7 @@
 """`organics-bench mode=evaluate checkpoint=<best.pt | last.pt | run dir>`: a saved model on its validation and
 test splits and its task's extra tests, written as evaluation.json in the new run dir (and, with publish=true,
 beside the run's record)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -47,10 +48,18 @@ def evaluate(cfg: DictConfig) -> dict:
     measured = {name: evaluate_split(model, split, batch, limit, device) for name, split in splits.items()}
     resolved = OmegaConf.to_container(cfg, resolve=True)
     record = {
-        "checkpoint": str(path.resolve()), "epoch": payload.get("epoch"), "model": model_name, "task": cfg.task.name,
-        "experiment": cfg.experiment_name, "seed": cfg.seed, "config_hash": config_hash(resolved),
-        "metrics": {f"{name}/{kind}": value for name, (loss, acc) in measured.items()
-                    for kind, value in (("loss", loss), ("acc", acc))},
+        "checkpoint": str(path.resolve()),
+        "epoch": payload.get("epoch"),
+        "model": model_name,
+        "task": cfg.task.name,
+        "experiment": cfg.experiment_name,
+        "seed": cfg.seed,
+        "config_hash": config_hash(resolved),
+        "metrics": {
+            f"{name}/{kind}": value
+            for name, (loss, acc) in measured.items()
+            for kind, value in (("loss", loss), ("acc", acc))
+        },
         **provenance(HydraConfig.get().overrides.task, str(device)),
         "config": resolved,
     }
@@ -59,6 +68,8 @@ def evaluate(cfg: DictConfig) -> dict:
     if cfg.publish and cfg.paths.results_dir:
         publish_evaluation(out, Path(cfg.paths.results_dir), record, path.stem)
     metrics = record["metrics"]
-    print(f"evaluated {path} (epoch {record['epoch']}): val acc {metrics['val/acc']:.4f}, test acc "
-          f"{metrics['test/acc']:.4f}; record {out}")
+    print(
+        f"evaluated {path} (epoch {record['epoch']}): val acc {metrics['val/acc']:.4f}, test acc "
+        f"{metrics['test/acc']:.4f}; record {out}"
+    )
     return record

@@ -1,5 +1,6 @@
 """Where a job runs: its device and its CPU threads, so that jobs a launcher runs side by side on one machine
 (hydra/launcher=joblib) neither share one GPU nor oversubscribe the cores."""
+
 from __future__ import annotations
 
 import os
@@ -23,7 +24,7 @@ def job_slot() -> tuple[int, int]:
 
 
 def resolve_device(device: str) -> str:
-    """"auto" means CUDA when available (under joblib with several GPUs, GPU <job number mod GPU count>), else CPU."""
+    """ "auto" means CUDA when available (under joblib with several GPUs, GPU <job number mod GPU count>), else CPU."""
     if device != "auto":
         return device
     if not torch.cuda.is_available():

@@ -1,5 +1,6 @@
 """Results and where they go: a training run's record (`RunRecord`), the provenance every result carries, and
 publishing runs, evaluations and theory experiments into results/ (docs/runs.md)."""
+
 from __future__ import annotations
 
 import hashlib
@@ -25,9 +26,11 @@ PACKAGE_DIR = Path(__file__).resolve().parents[1]
 # What a run computes: these config sections, less the keys that only say where or how fast it runs or what extra it
 # keeps (the model's engines and solvers are tested to give the same numbers as their reference forms).
 BEHAVIOUR_SECTIONS = ("model", "task", "trainer", "optimizer", "scheduler")
-NOT_BEHAVIOUR = {"task": ("data_dir", "download"),
-                 "trainer": ("device", "progress_bar", "num_threads", "keep_epochs_from"),
-                 "model": ("engine", "fixed_point_solver")}
+NOT_BEHAVIOUR = {
+    "task": ("data_dir", "download"),
+    "trainer": ("device", "progress_bar", "num_threads", "keep_epochs_from"),
+    "model": ("engine", "fixed_point_solver"),
+}
 
 
 def job_config(cfg: DictConfig) -> dict:
@@ -51,11 +54,17 @@ def git_revision(directory: Path) -> str:
     """`git rev-parse HEAD` of the checkout holding `directory`, with "+dirty" for uncommitted changes to tracked files
     outside results/ (the committed outputs, which regenerating rewrites, are not code)."""
     try:
-        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=directory, capture_output=True, text=True,
-                             timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ":(top)",
-                                ":(top,exclude)results"], cwd=directory, capture_output=True, text=True, timeout=10,
-                               check=True).stdout.strip()
+        rev = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=directory, capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", ":(top)", ":(top,exclude)results"],
+            cwd=directory,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return rev + ("+dirty" if dirty else "")
@@ -63,8 +72,11 @@ def git_revision(directory: Path) -> str:
 
 def environment(device: str) -> dict:
     """Software and hardware the run used."""
-    hardware = torch.cuda.get_device_name(device) if device.startswith("cuda") else (
-        f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads")
+    hardware = (
+        torch.cuda.get_device_name(device)
+        if device.startswith("cuda")
+        else (f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads")
+    )
     return {
         "python": sys.version.split()[0],
         "torch": torch.__version__,
@@ -99,22 +111,35 @@ class RunRecord:
     summarize_extra_tests: Callable[[dict[str, float]], dict] | None = field(default=None, repr=False)
 
     @classmethod
-    def for_job(cls, config: dict, model_name: str, model: nn.Module, task: object, data: TaskData,
-                provenance: dict) -> RunRecord:
+    def for_job(
+        cls, config: dict, model_name: str, model: nn.Module, task: object, data: TaskData, provenance: dict
+    ) -> RunRecord:
         """The record of the job `config` (resolved) training `model` on `task`'s `data`."""
         spec = task.spec
-        return cls(experiment=config["experiment_name"], model=model_name, task=config["task"]["name"],
-                   seed=config["seed"], config=config, provenance=provenance, n_params=count_trainable(model),
-                   epochs_planned=config["trainer"]["epochs"],
-                   data={"spec": vars(spec) | {"metrics": list(spec.metrics), "input_shape": list(spec.input_shape)},
-                         **data.record},
-                   summarize_extra_tests=task.summarize if isinstance(task, SummarizesExtraTests) else None)
+        return cls(
+            experiment=config["experiment_name"],
+            model=model_name,
+            task=config["task"]["name"],
+            seed=config["seed"],
+            config=config,
+            provenance=provenance,
+            n_params=count_trainable(model),
+            epochs_planned=config["trainer"]["epochs"],
+            data={
+                "spec": vars(spec) | {"metrics": list(spec.metrics), "input_shape": list(spec.input_shape)},
+                **data.record,
+            },
+            summarize_extra_tests=task.summarize if isinstance(task, SummarizesExtraTests) else None,
+        )
 
     @cached_property
     def checkpoint_identity(self) -> dict:
         """What every checkpoint of the run carries to be resumed or evaluated: model, task, resolved config."""
-        return {"model_name": self.model, "task_name": self.task,
-                "config_yaml": OmegaConf.to_yaml(OmegaConf.create(self.config))}
+        return {
+            "model_name": self.model,
+            "task_name": self.task,
+            "config_yaml": OmegaConf.to_yaml(OmegaConf.create(self.config)),
+        }
 
     def as_dict(self, summary: dict) -> dict:
         """The record with the trainer's `summary` (status, metrics, gradient norms, times) filled in."""
@@ -122,7 +147,10 @@ class RunRecord:
             summary = summary | {"extra_tests": self.summarize_extra_tests(summary["extra_tests"])}
         return {
             "schema_version": SCHEMA_VERSION,
-            "task": self.task, "model": self.model, "experiment": self.experiment, "seed": self.seed,
+            "task": self.task,
+            "model": self.model,
+            "experiment": self.experiment,
+            "seed": self.seed,
             **summary,
             "n_params": self.n_params,
             "epochs_planned": self.epochs_planned,
@@ -143,8 +171,11 @@ class RunRecord:
 
 def provenance(overrides: Sequence[str], device: str) -> dict:
     """What produced a result: the command that repeats it, the code's git revision, software and hardware."""
-    return {"command": " ".join(["organics-bench", *overrides]), "git_revision": git_revision(PACKAGE_DIR),
-            "env": environment(device)}
+    return {
+        "command": " ".join(["organics-bench", *overrides]),
+        "git_revision": git_revision(PACKAGE_DIR),
+        "env": environment(device),
+    }
 
 
 def run_results_dir(results_dir: Path, experiment: str, model: str, config_hash_: str) -> Path:
@@ -157,8 +188,11 @@ def publish(run_dir: Path, results_dir: Path, record: dict) -> Path:
     (a divergence in its first epoch has no history.csv) are left out."""
     target = run_results_dir(results_dir, record["experiment"], record["model"], record["config_hash"])
     seed = record["seed"]
-    copies = [(run_dir / "metrics.json", f"seed{seed}.json"), (run_dir / "history.csv", f"seed{seed}.history.csv"),
-              (run_dir / "steady_state_spectra.json", f"seed{seed}.steady_state_spectra.json")]
+    copies = [
+        (run_dir / "metrics.json", f"seed{seed}.json"),
+        (run_dir / "history.csv", f"seed{seed}.history.csv"),
+        (run_dir / "steady_state_spectra.json", f"seed{seed}.steady_state_spectra.json"),
+    ]
     copies += [(figure, f"seed{seed}.{figure.name}") for figure in sorted((run_dir / "figures").glob("*.png"))]
     _copy_existing(copies, target)
     diagnostics = collect_diagnostics(run_dir)
@@ -190,5 +224,7 @@ def _copy_existing(copies: list[tuple[Path, str]], target: Path) -> None:
 
 def collect_diagnostics(run_dir: Path) -> dict[str, list[dict]]:
     """Every spectra/ and gradient_flow/ measurement of a run dir, in training order, as one JSON-ready dict."""
-    return {folder: [json.loads(path.read_text()) for path in sorted((run_dir / folder).glob("step_*.json"))]
-            for folder in ("spectra", "gradient_flow")}
+    return {
+        folder: [json.loads(path.read_text()) for path in sorted((run_dir / folder).glob("step_*.json"))]
+        for folder in ("spectra", "gradient_flow")
+    }

@@ -1,4 +1,5 @@
 """One training job: build the task, model, optimizer and sinks from the config, train, and record the result."""
+
 from __future__ import annotations
 
 import logging
@@ -61,17 +62,22 @@ def train(cfg: DictConfig) -> dict:
     if start.payload:
         check_compatible(start.payload, model, model_name, cfg.task.name, start.checkpoint)
     data = task.load()
-    optimizer = construct("optimizer", lambda: instantiate(cfg.optimizer)(
-        [p for p in model.parameters() if p.requires_grad]))
+    optimizer = construct(
+        "optimizer", lambda: instantiate(cfg.optimizer)([p for p in model.parameters() if p.requires_grad])
+    )
     scheduler = construct("scheduler", lambda: instantiate(cfg.scheduler)(optimizer))
-    record = RunRecord.for_job(config, model_name, model, task, data,
-                               provenance(hydra_cfg.overrides.task, resolve_device(settings.device)))
+    record = RunRecord.for_job(
+        config, model_name, model, task, data, provenance(hydra_cfg.overrides.task, resolve_device(settings.device))
+    )
     write_text_atomic(OmegaConf.to_yaml(config), run_dir / "config.yaml")
 
     wandb_sink = _wandb_sink(cfg, record, run_dir, start.payload) if cfg.logger.name == "wandb" else None
     diagnostic_settings = DiagnosticsSettings(**config["diagnostics"])
-    diagnostics = (Diagnostics(diagnostic_settings, run_dir, data.val, wandb_sink)
-                   if diagnostic_settings.enabled and Diagnostics.applies_to(model) else None)
+    diagnostics = (
+        Diagnostics(diagnostic_settings, run_dir, data.val, wandb_sink)
+        if diagnostic_settings.enabled and Diagnostics.applies_to(model)
+        else None
+    )
     trainer = Trainer(model, data, optimizer, scheduler, settings, run_dir, record, wandb_sink, diagnostics)
     if start.payload:
         trainer.restore(start.payload, start.steps)
@@ -83,8 +89,11 @@ def train(cfg: DictConfig) -> dict:
             wandb_sink.finish()
         raise
     if trainer.history:
-        plot_training_curves({model_name: trainer.history}, run_dir / "figures" / "training_curves.png",
-                             title=f"{model_name} on {cfg.task.name} (seed {cfg.seed})")
+        plot_training_curves(
+            {model_name: trainer.history},
+            run_dir / "figures" / "training_curves.png",
+            title=f"{model_name} on {cfg.task.name} (seed {cfg.seed})",
+        )
     published = record.write(run_dir, summary)
     if wandb_sink:
         wandb_sink.finish(published, run_dir / "figures")
@@ -123,21 +132,34 @@ def _wandb_sink(cfg: DictConfig, record: RunRecord, run_dir: Path, payload: dict
     name = f"{record.experiment}/{record.model}/seed{record.seed}"
     if hydra_cfg.mode == RunMode.MULTIRUN and hydra_cfg.job.override_dirname:
         name += f" [{hydra_cfg.job.override_dirname}]"
-    return WandbSink(mode=cfg.logger.mode, project=cfg.logger.project, entity=cfg.logger.entity,
-                     job_type=cfg.logger.job_type, run_dir=run_dir, config=record.config, name=name,
-                     group=record.experiment, tags=list(cfg.logger.tags),
-                     run_id=payload.get("wandb_id") if payload else None)
+    return WandbSink(
+        mode=cfg.logger.mode,
+        project=cfg.logger.project,
+        entity=cfg.logger.entity,
+        job_type=cfg.logger.job_type,
+        run_dir=run_dir,
+        config=record.config,
+        name=name,
+        group=record.experiment,
+        tags=list(cfg.logger.tags),
+        run_id=payload.get("wandb_id") if payload else None,
+    )
 
 
 def _report(summary: dict, run_dir: Path) -> None:
     metrics = summary["metrics"]
     if summary["status"] == "diverged":
         where = summary["diverged_at"]
-        what = (f"{where['nonfinite_grads']} non-finite gradient entries (loss {where['loss']})"
-                if "nonfinite_grads" in where else f"loss {where['loss']}")
+        what = (
+            f"{where['nonfinite_grads']} non-finite gradient entries (loss {where['loss']})"
+            if "nonfinite_grads" in where
+            else f"loss {where['loss']}"
+        )
         print(f"DIVERGED at step {where['step']} (epoch {where['epoch']}): {what}; files kept in {run_dir}")
         return
     test = metrics.get("test/acc")
-    print(f"{summary['status']}: test acc {test if test is None else f'{test:.4f}'} at best val epoch "
-          f"{metrics['best_epoch']} (val acc {metrics['best_val/acc']:.4f}); max grad norm "
-          f"{summary['grad_norm']['max']:.3g}; run dir {run_dir}")
+    print(
+        f"{summary['status']}: test acc {test if test is None else f'{test:.4f}'} at best val epoch "
+        f"{metrics['best_epoch']} (val acc {metrics['best_val/acc']:.4f}); max grad norm "
+        f"{summary['grad_norm']['max']:.3g}; run dir {run_dir}"
+    )

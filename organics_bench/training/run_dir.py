@@ -4,6 +4,7 @@ A run holds an exclusive lock on `<run dir>/run.lock` for its whole life: a seco
 is refused instead of interleaving its rows with the first one's. A dir that already holds a run of another
 config (or seed) is refused; the same config re-run into its own dir (a requeue) continues from its last.pt.
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -34,9 +35,18 @@ def claim(run_dir: Path, resolved: dict, check_config: bool = True) -> None:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         os.close(handle)
-        raise UserError(f"the run dir {run_dir} is in use by another live run; choose another hydra.run.dir "
-                        "or wait for that run to end") from None
+        raise UserError(
+            f"the run dir {run_dir} is in use by another live run; choose another hydra.run.dir "
+            "or wait for that run to end"
+        ) from None
     _held[run_dir] = handle
+
+
+def release(run_dir: Path) -> None:
+    """Unlock `run_dir` when its job ends (a multirun's jobs share one process: each lets go of its own dir)."""
+    handle = _held.pop(run_dir.resolve(), None)
+    if handle is not None:
+        os.close(handle)
 
 
 def _check_same_config(run_dir: Path, resolved: dict) -> None:
@@ -46,9 +56,11 @@ def _check_same_config(run_dir: Path, resolved: dict) -> None:
     stored = yaml.safe_load(stored_path.read_text()) or {}
     same = config_hash(stored) == config_hash(resolved) and stored.get("seed") == resolved.get("seed")
     if not same:
-        raise UserError(f"the run dir {run_dir} holds a run of another config or seed (config hash "
-                        f"{config_hash(stored)}, seed {stored.get('seed')}; this one: {config_hash(resolved)}, seed "
-                        f"{resolved.get('seed')}); choose another hydra.run.dir, or resume={run_dir} to continue it")
+        raise UserError(
+            f"the run dir {run_dir} holds a run of another config or seed (config hash "
+            f"{config_hash(stored)}, seed {stored.get('seed')}; this one: {config_hash(resolved)}, seed "
+            f"{resolved.get('seed')}); choose another hydra.run.dir, or resume={run_dir} to continue it"
+        )
 
 
 def previous_attempt(run_dir: Path) -> Path | None:
@@ -63,9 +75,7 @@ def remove_if_unstarted(run_dir: Path, log_name: str, stop_at: Path) -> bool:
     run_dir = run_dir.resolve()
     if not run_dir.is_dir() or not {p.name for p in run_dir.iterdir()} <= {".hydra", log_name, LOCK_NAME}:
         return False
-    handle = _held.pop(run_dir, None)
-    if handle is not None:
-        os.close(handle)
+    release(run_dir)
     shutil.rmtree(run_dir)
     stop_at = stop_at.resolve()
     parent = run_dir.parent

@@ -1,4 +1,5 @@
 """Where metrics go: the run directory's own files (the source of truth) and, optionally, Weights & Biases."""
+
 from __future__ import annotations
 
 import csv
@@ -59,14 +60,34 @@ def _csv_value(value: Any) -> Any:
 class WandbSink:
     """One wandb run per job, offline unless told otherwise; `finish` is always called by the trainer."""
 
-    def __init__(self, mode: str, project: str, run_dir: Path, config: dict, name: str,
-                 group: str | None = None, tags: list[str] | None = None, run_id: str | None = None,
-                 entity: str | None = None, job_type: str | None = None) -> None:
+    def __init__(
+        self,
+        mode: str,
+        project: str,
+        run_dir: Path,
+        config: dict,
+        name: str,
+        group: str | None = None,
+        tags: list[str] | None = None,
+        run_id: str | None = None,
+        entity: str | None = None,
+        job_type: str | None = None,
+    ) -> None:
         import wandb
 
-        self.run = wandb.init(project=project, entity=entity, job_type=job_type, mode=mode, dir=str(run_dir),
-                              config=config, name=name, group=group, tags=tags, id=run_id,
-                              resume="allow" if run_id else None)
+        self.run = wandb.init(
+            project=project,
+            entity=entity,
+            job_type=job_type,
+            mode=mode,
+            dir=str(run_dir),
+            config=config,
+            name=name,
+            group=group,
+            tags=tags,
+            id=run_id,
+            resume="allow" if run_id else None,
+        )
         self.run.define_metric("epoch")
         for prefix in ("epoch/*", "val/*", "spectral/*", "gradient_flow/*"):
             self.run.define_metric(prefix, step_metric="epoch")
@@ -89,8 +110,11 @@ class WandbSink:
         values = values[np.isfinite(values)]  # np.histogram raises on non-finite values
         last = entries[-1]["eigenvalues"] or {"re": [], "im": []}
         points = [[re, im] for re, im in zip(last["re"], last["im"]) if math.isfinite(re) and math.isfinite(im)]
-        payload = {"spectral/eigenvalues": wandb.plot.scatter(wandb.Table(columns=["re", "im"], data=points),
-                                                              "re", "im", title="eigenvalues (last probe time)")}
+        payload = {
+            "spectral/eigenvalues": wandb.plot.scatter(
+                wandb.Table(columns=["re", "im"], data=points), "re", "im", title="eigenvalues (last probe time)"
+            )
+        }
         if len(values):
             payload["spectral/statistic_hist"] = wandb.Histogram(np_histogram=np.histogram(values, bins=32))
         self.run.log(payload, step=step)
@@ -105,11 +129,17 @@ class WandbSink:
             self.run.finish(exit_code=1)
             return
         metrics = record["metrics"]
-        self.run.summary.update({
-            "status": record["status"], "best_val/acc": metrics.get("best_val/acc"),
-            "best_epoch": metrics.get("best_epoch"), "test/acc": metrics.get("test/acc"),
-            "n_params": record["n_params"], "diverged_at": record.get("diverged_at"),
-            "config_hash": record["config_hash"]})
+        self.run.summary.update(
+            {
+                "status": record["status"],
+                "best_val/acc": metrics.get("best_val/acc"),
+                "best_epoch": metrics.get("best_epoch"),
+                "test/acc": metrics.get("test/acc"),
+                "n_params": record["n_params"],
+                "diverged_at": record.get("diverged_at"),
+                "config_hash": record["config_hash"],
+            }
+        )
         if record["status"] == "diverged":
             self.run.tags = (*self.run.tags, "diverged")
         images = {f"figures/{path.stem}": wandb.Image(str(path)) for path in sorted((figures or Path()).glob("*.png"))}

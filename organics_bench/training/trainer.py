@@ -4,6 +4,7 @@ A non-finite loss, or a non-finite gradient (which the optimizer step would carr
 training as a result (`status: diverged`), not as a crash. Batch order in epoch e comes
 from (seed, e) alone, so a resumed run sees exactly the batches an uninterrupted one would.
 """
+
 from __future__ import annotations
 
 import logging
@@ -54,10 +55,18 @@ class Diverged(Exception):
 class Trainer:
     """Trains `model` on `data`, writing history.csv, steps.csv and checkpoints/ under `run_dir`."""
 
-    def __init__(self, model: nn.Module, data: TaskData, optimizer: torch.optim.Optimizer,
-                 scheduler: torch.optim.lr_scheduler.LRScheduler, settings: TrainerSettings, run_dir: Path,
-                 record: RunRecord, wandb_sink: WandbSink | None = None,
-                 diagnostics: Diagnostics | None = None) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        data: TaskData,
+        optimizer: torch.optim.Optimizer,
+        scheduler: torch.optim.lr_scheduler.LRScheduler,
+        settings: TrainerSettings,
+        run_dir: Path,
+        record: RunRecord,
+        wandb_sink: WandbSink | None = None,
+        diagnostics: Diagnostics | None = None,
+    ) -> None:
         self.model, self.optimizer, self.scheduler, self.settings = model, optimizer, scheduler, settings
         self.device = torch.device(resolve_device(settings.device))
         self.model.to(self.device)
@@ -150,8 +159,10 @@ class Trainer:
                 "median": finite.median().item() if len(finite) else None,
                 "final": self.step_grad_norms[-1] if self.step_grad_norms else None,
                 "nonfinite_steps": int((~torch.isfinite(norms)).sum()),
-                "fraction_above": {str(level): ((norms > level) | norms.isnan()).double().mean().item()
-                                   if len(norms) else None for level in GRAD_NORM_LEVELS},
+                "fraction_above": {
+                    str(level): ((norms > level) | norms.isnan()).double().mean().item() if len(norms) else None
+                    for level in GRAD_NORM_LEVELS
+                },
             },
             "spectral_radius": {
                 "first_epoch": radii[0] if radii else None,
@@ -175,31 +186,58 @@ class Trainer:
         elapsed = time.perf_counter() - start
         self.wall_time += elapsed
         row = {
-            "epoch": self.epoch, "step": self.global_step, "train_loss": train_loss, "train_acc": train_acc,
-            "val_loss": val_loss, "val_acc": val_acc, "lr": lr, "grad_norm_max": grad_norm_max,
-            "spectral_radius": self._spectral_radius(), "epoch_time_s": elapsed,
+            "epoch": self.epoch,
+            "step": self.global_step,
+            "train_loss": train_loss,
+            "train_acc": train_acc,
+            "val_loss": val_loss,
+            "val_acc": val_acc,
+            "lr": lr,
+            "grad_norm_max": grad_norm_max,
+            "spectral_radius": self._spectral_radius(),
+            "epoch_time_s": elapsed,
         }
         self.history.append(row)
         self.history_log.write(row)
         if self.wandb:
-            self.wandb.log({f"epoch/{k}": v for k, v in row.items() if k not in ("epoch", "step")}
-                           | {"epoch": self.epoch, "val/acc": val_acc, "val/loss": val_loss}, step=self.global_step)
+            self.wandb.log(
+                {f"epoch/{k}": v for k, v in row.items() if k not in ("epoch", "step")}
+                | {"epoch": self.epoch, "val/acc": val_acc, "val/loss": val_loss},
+                step=self.global_step,
+            )
         if val_acc > self.best_val_acc:
             self.best_val_acc, self.best_epoch = val_acc, self.epoch
             self.best_state = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
             self._save_best(val_acc)
         self._save_last()
         if self.settings.keep_epochs_from and self.epoch >= self.settings.keep_epochs_from:
-            save_checkpoint({**self.record.checkpoint_identity, "epoch": self.epoch, "val_acc": val_acc,
-                             "model_state": self.model.state_dict()}, self.ckpt_dir / f"epoch_{self.epoch:04d}.pt")
+            save_checkpoint(
+                {
+                    **self.record.checkpoint_identity,
+                    "epoch": self.epoch,
+                    "val_acc": val_acc,
+                    "model_state": self.model.state_dict(),
+                },
+                self.ckpt_dir / f"epoch_{self.epoch:04d}.pt",
+            )
         self.record.write(self.run_dir, self.summary())
-        log.info("epoch %d/%d  train loss %.4f acc %.4f | val loss %.4f acc %.4f | lr %.2e | %.1f s",
-                 self.epoch, self.settings.epochs, train_loss, train_acc, val_loss, val_acc, lr, elapsed)
+        log.info(
+            "epoch %d/%d  train loss %.4f acc %.4f | val loss %.4f acc %.4f | lr %.2e | %.1f s",
+            self.epoch,
+            self.settings.epochs,
+            train_loss,
+            train_acc,
+            val_loss,
+            val_acc,
+            lr,
+            elapsed,
+        )
 
     def _train_epoch(self) -> tuple[float, float, float]:
         self.model.train()
-        order = torch.randperm(len(self.train), generator=torch.Generator().manual_seed(
-            self.seed * 1_000_003 + self.epoch))
+        order = torch.randperm(
+            len(self.train), generator=torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        )
         if self.curriculum is not None:
             order = order[self.curriculum(self.epoch)[order]]
         order = order.to(self.device)
@@ -207,8 +245,13 @@ class Trainer:
         if self.settings.limit_train_batches:
             batches = batches[: self.settings.limit_train_batches]
         total_loss, correct, seen, grad_norm_max = 0.0, 0, 0, 0.0
-        bar = tqdm(batches, desc=f"epoch {self.epoch + 1}/{self.settings.epochs}", leave=False,
-                   dynamic_ncols=True, disable=not self.settings.progress_bar)
+        bar = tqdm(
+            batches,
+            desc=f"epoch {self.epoch + 1}/{self.settings.epochs}",
+            leave=False,
+            dynamic_ncols=True,
+            disable=not self.settings.progress_bar,
+        )
         for index in bar:
             x, y = self.train.x[index], self.train.y[index]
             loss, logits = self.model.loss(x, y)
@@ -219,16 +262,24 @@ class Trainer:
             loss.backward()
             grad_stats = self._gradient_stats()
             if grad_stats["train/nonfinite_grads"]:  # Adam would carry the NaN into every weight
-                self._diverge(loss_value, f"{grad_stats['train/nonfinite_grads']} gradient entries became non-finite",
-                              nonfinite_grads=grad_stats["train/nonfinite_grads"])
+                self._diverge(
+                    loss_value,
+                    f"{grad_stats['train/nonfinite_grads']} gradient entries became non-finite",
+                    nonfinite_grads=grad_stats["train/nonfinite_grads"],
+                )
             self.optimizer.step()
             self.global_step += 1
             if self.diagnostics and self.diagnostics.due(self.global_step):
                 self.diagnostics.measure(self.model, self.global_step, self.epoch + 1)
             self.step_grad_norms.append(grad_stats["train/grad_norm"])
             grad_norm_max = max(grad_norm_max, grad_stats["train/grad_norm"])
-            step_row = {"epoch": self.epoch + 1, "step": self.global_step, "train/loss": loss_value,
-                        "lr": self.optimizer.param_groups[0]["lr"], **grad_stats}
+            step_row = {
+                "epoch": self.epoch + 1,
+                "step": self.global_step,
+                "train/loss": loss_value,
+                "lr": self.optimizer.param_groups[0]["lr"],
+                **grad_stats,
+            }
             self.steps_log.write(step_row)
             if self.wandb:
                 self.wandb.log(step_row, step=self.global_step)
@@ -260,8 +311,9 @@ class Trainer:
 
     def evaluate(self, split: Split) -> tuple[float, float]:
         """Mean cross-entropy and accuracy over a split (or its first `limit_eval_batches` batches)."""
-        return evaluate_split(self.model, split, self.settings.eval_batch_size, self.settings.limit_eval_batches,
-                              self.device)
+        return evaluate_split(
+            self.model, split, self.settings.eval_batch_size, self.settings.limit_eval_batches, self.device
+        )
 
     # ----- helpers ----------------------------------------------------------------------------------
     def _final_evaluation(self) -> None:
@@ -278,9 +330,11 @@ class Trainer:
             for name, split in self.extra_tests.items():
                 self.extra_test_acc[name] = self.evaluate(split)[1]
             if self.wandb:
-                self.wandb.log({"test/acc": acc, "test/loss": loss}
-                               | {f"test/{name}/acc": v for name, v in self.extra_test_acc.items()},
-                               step=self.global_step)
+                self.wandb.log(
+                    {"test/acc": acc, "test/loss": loss}
+                    | {f"test/{name}/acc": v for name, v in self.extra_test_acc.items()},
+                    step=self.global_step,
+                )
 
     @torch.no_grad()
     def _spectral_radius(self) -> float | None:
@@ -293,33 +347,44 @@ class Trainer:
         return torch.linalg.eigvals(matrix).abs().max().item()
 
     def _save_best(self, val_acc: float) -> None:
-        save_checkpoint({**self.record.checkpoint_identity, "epoch": self.best_epoch, "val_acc": val_acc,
-                         "model_state": self.best_state}, self.ckpt_dir / "best.pt")
+        save_checkpoint(
+            {
+                **self.record.checkpoint_identity,
+                "epoch": self.best_epoch,
+                "val_acc": val_acc,
+                "model_state": self.best_state,
+            },
+            self.ckpt_dir / "best.pt",
+        )
 
     def _save_last(self) -> None:
-        save_checkpoint({
-            **self.record.checkpoint_identity,
-            "model_state": self.model.state_dict(),
-            "optimizer_state": self.optimizer.state_dict(),
-            "scheduler_state": self.scheduler.state_dict(),
-            "epoch": self.epoch,
-            "global_step": self.global_step,
-            "history": self.history,
-            "step_grad_norms": torch.tensor(self.step_grad_norms, dtype=torch.float64),
-            "best_val_acc": self.best_val_acc,
-            "best_epoch": self.best_epoch,
-            "best_model_state": self.best_state,
-            "wall_time": self.wall_time,
-            "wandb_id": self.wandb.run_id if self.wandb else None,
-        }, self.ckpt_dir / "last.pt")
+        save_checkpoint(
+            {
+                **self.record.checkpoint_identity,
+                "model_state": self.model.state_dict(),
+                "optimizer_state": self.optimizer.state_dict(),
+                "scheduler_state": self.scheduler.state_dict(),
+                "epoch": self.epoch,
+                "global_step": self.global_step,
+                "history": self.history,
+                "step_grad_norms": torch.tensor(self.step_grad_norms, dtype=torch.float64),
+                "best_val_acc": self.best_val_acc,
+                "best_epoch": self.best_epoch,
+                "best_model_state": self.best_state,
+                "wall_time": self.wall_time,
+                "wandb_id": self.wandb.run_id if self.wandb else None,
+            },
+            self.ckpt_dir / "last.pt",
+        )
 
     def _to_device(self, split: Split) -> Split:
         return Split(split.x.to(self.device), split.y.to(self.device))
 
 
 @torch.no_grad()
-def evaluate_split(model: nn.Module, split: Split, batch_size: int, limit_batches: int | None,
-                   device: torch.device) -> tuple[float, float]:
+def evaluate_split(
+    model: nn.Module, split: Split, batch_size: int, limit_batches: int | None, device: torch.device
+) -> tuple[float, float]:
     """Mean cross-entropy and accuracy of `model` over `split` (or its first `limit_batches` batches)."""
     model.eval()
     batches = torch.arange(len(split)).split(batch_size)

@@ -1,4 +1,5 @@
 """The shared ORGaNICs equations: Jacobians, closed-form fixed point, simulation, samplers."""
+
 import pytest
 import torch
 
@@ -42,6 +43,7 @@ def test_jacobian_matches_finite_differences(gen, rectified):
     c = sample_broad(4, 5, gen).with_wr(sample_unit(4, 5, gen, wr_bound=1.0).Wr)
     y, a = _random_state(c, gen)
     J = jacobian(c, y, a, rectified)
+
     def f(x):
         return torch.cat(vector_field(c, x[:, :5], x[:, 5:], rectified), -1)
 
@@ -97,8 +99,9 @@ def test_simulate_flags_divergence():
 
 def test_rk4_records_a_path(gen):
     c = sample_unit(3, 4, gen, wr_bound=None)
-    traj = simulate(c, torch.zeros(3, 4, dtype=DTYPE), torch.zeros(3, 4, dtype=DTYPE), 0.1, 50, method="rk4",
-                    record_every=10)
+    traj = simulate(
+        c, torch.zeros(3, 4, dtype=DTYPE), torch.zeros(3, 4, dtype=DTYPE), 0.1, 50, method="rk4", record_every=10
+    )
     assert traj.ys.shape == (3, 5, 4) and traj.t.shape == (3, 5)
     assert torch.allclose(traj.t[0], torch.tensor([0.0, 1.0, 2.0, 3.0, 4.0], dtype=DTYPE))
 
@@ -109,5 +112,6 @@ def test_samplers(gen):
     assert torch.allclose(c.z.norm(dim=-1), torch.ones(10, dtype=DTYPE))
     b = sample_broad(50, 6, gen)
     assert (b.W >= 0).all() and (b.tau_y > 0).all() and (b.z < 0).any() and (b.z > 0).any()
-    assert torch.equal(sample_broad(3, 4, torch.Generator().manual_seed(5)).W,
-                       sample_broad(3, 4, torch.Generator().manual_seed(5)).W)
+    assert torch.equal(
+        sample_broad(3, 4, torch.Generator().manual_seed(5)).W, sample_broad(3, 4, torch.Generator().manual_seed(5)).W
+    )

@@ -1,6 +1,7 @@
 """Every theory experiment, run as the CLI runs it (the composed `theory` node through hydra.utils.instantiate): the
 config carries the settings of organics_bench/theory/settings.py, an override reaches the run, smoke shrinks it,
 and the JSON records exactly the settings that ran."""
+
 import dataclasses
 import json
 import pathlib
@@ -78,11 +79,15 @@ def test_smoke_run_writes_png_and_json_with_its_settings(name, tmp_path):
 
 
 def test_an_override_reaches_the_run(tmp_path):
-    node = theory_node("wr_sweep", "theory.sizes=[4,8]", "theory.bounds=[1.5]", "theory.n_trials=3",
-                       "theory.t_frac=20")
+    node = theory_node("wr_sweep", "theory.sizes=[4,8]", "theory.bounds=[1.5]", "theory.n_trials=3", "theory.t_frac=20")
     summary = instantiate(node, out_dir=tmp_path, smoke=False, seed=0)
-    assert summary["params"] == {**as_json(dataclasses.asdict(WrSweepSettings())), "sizes": [4, 8], "bounds": [1.5],
-                                 "n_trials": 3, "t_frac": 20}
+    assert summary["params"] == {
+        **as_json(dataclasses.asdict(WrSweepSettings())),
+        "sizes": [4, 8],
+        "bounds": [1.5],
+        "n_trials": 3,
+        "t_frac": 20,
+    }
     assert [(cell["bound"], cell["n"], cell["trials"]) for cell in summary["cells"]] == [(1.5, 4, 3), (1.5, 8, 3)]
 
 
@@ -92,17 +97,24 @@ def test_a_nested_override_reaches_the_settings():
     assert isinstance(settings.panels, tuple) and settings.panels[0] == PhasePortraitsSettings().panels[0]
 
 
-@pytest.mark.parametrize("settings, overrides, message", [
-    (WrSweepSettings, {"n_trials": 0}, "n_trials must be an integer >= 1, got 0"),
-    (WrSweepSettings, {"tol": "abc"}, "tol must be a number > 0, got 'abc'"),
-    (WrSweepSettings, {"sizes": [4, 0]}, "sizes must be a non-empty list of integers >= 1, got [4, 0]"),
-    (WrSweepSettings, {"size": [4]}, "size is not a setting of WrSweepSettings; its settings are: bounds, sizes,"),
-    (JacobianSweepSettings, {"gain_range": [10.0, 0.1]}, "gain_range must be [low, high] with 0 < low <= high"),
-    (OscillatorSettings, {"n_trajectories": 8}, "n_trajectories must be an integer >= 12, got 8"),
-    (PhasePortraitsSettings, {"panels": [{"name": "1a"}]}, "each of panels must have the keys name, rectified, w_r"),
-    (FixedPointIterationSettings, {"overlap_iter": 50}, "overlap_iter must be at most n_iter = 40, got 50"),
-    (SSNContrastSettings, {"spread": -0.1}, "spread must be a number >= 0, got -0.1"),
-])
+@pytest.mark.parametrize(
+    "settings, overrides, message",
+    [
+        (WrSweepSettings, {"n_trials": 0}, "n_trials must be an integer >= 1, got 0"),
+        (WrSweepSettings, {"tol": "abc"}, "tol must be a number > 0, got 'abc'"),
+        (WrSweepSettings, {"sizes": [4, 0]}, "sizes must be a non-empty list of integers >= 1, got [4, 0]"),
+        (WrSweepSettings, {"size": [4]}, "size is not a setting of WrSweepSettings; its settings are: bounds, sizes,"),
+        (JacobianSweepSettings, {"gain_range": [10.0, 0.1]}, "gain_range must be [low, high] with 0 < low <= high"),
+        (OscillatorSettings, {"n_trajectories": 8}, "n_trajectories must be an integer >= 12, got 8"),
+        (
+            PhasePortraitsSettings,
+            {"panels": [{"name": "1a"}]},
+            "each of panels must have the keys name, rectified, w_r",
+        ),
+        (FixedPointIterationSettings, {"overlap_iter": 50}, "overlap_iter must be at most n_iter = 40, got 50"),
+        (SSNContrastSettings, {"spread": -0.1}, "spread must be a number >= 0, got -0.1"),
+    ],
+)
 def test_a_bad_setting_is_one_sentence(settings, overrides, message):
     with pytest.raises(ValueError, match=re.escape(message)) as err:
         settings.build(overrides)

@@ -1,4 +1,5 @@
 """The SSN contrast model (rate form) used by the ssn_contrast experiment."""
+
 import torch
 
 from organics_bench.theory.circuit import DTYPE

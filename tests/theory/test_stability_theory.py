@@ -1,5 +1,6 @@
 """Headline numbers of the theory experiments at small sizes (docs/equations.md, 'Algorithm 1' and 'Stability
 theory')."""
+
 import math
 
 import numpy as np
@@ -43,11 +44,17 @@ def test_random_identity_circuits_are_all_stable(gen, rectified):
 def test_all_ones_closed_form_spectrum():
     """The experiment's all-ones example gives the spectrum of docs/equations.md, 'Closed-form example'."""
     s = JacobianSweepSettings()
-    out = jacobian_sweep.all_ones_check(s.ones_z, s.ones_b, s.ones_b0, s.ones_sigma, s.ones_tau_y_ms, s.ones_tau_a_ms,
-                                        s.ones_alpha)
+    out = jacobian_sweep.all_ones_check(
+        s.ones_z, s.ones_b, s.ones_b0, s.ones_sigma, s.ones_tau_y_ms, s.ones_tau_a_ms, s.ones_alpha
+    )
     assert out["max_abs_diff_per_s"] < 1e-8
-    assert out["distinct_per_s"] == [(-1115.47, 0.0), (-1000.0, 0.0), (-558.06, -496.29), (-558.06, 496.29),
-                                     (-500.0, 0.0)]
+    assert out["distinct_per_s"] == [
+        (-1115.47, 0.0),
+        (-1000.0, 0.0),
+        (-558.06, -496.29),
+        (-558.06, 496.29),
+        (-500.0, 0.0),
+    ]
 
 
 def test_all_ones_closed_form_general_case(gen):
@@ -102,12 +109,18 @@ def test_energy_is_zero_at_fixed_point(gen):
 FIG1 = dict(b=0.5, w=1.0, z=1.0, tau_y=2.0, tau_a=2.0)
 
 
-@pytest.mark.parametrize("params, points, lam", [
-    (dict(w_r=0.5, b0=0.5, sigma=0.1), [(0.898, 0.0129, True)], (-0.188, 0.057)),
-    (dict(w_r=2.0, b0=0.5, sigma=0.1), [(-0.979, 0.0598, False), (-0.569, 0.0037, False), (0.998, 0.563, True)],
-     (-0.126, 0.598)),
-    (dict(w_r=2.0, b0=1.0, sigma=1.0), [(0.417, 1.210, True)], (-0.507, 0.295)),
-])
+@pytest.mark.parametrize(
+    "params, points, lam",
+    [
+        (dict(w_r=0.5, b0=0.5, sigma=0.1), [(0.898, 0.0129, True)], (-0.188, 0.057)),
+        (
+            dict(w_r=2.0, b0=0.5, sigma=0.1),
+            [(-0.979, 0.0598, False), (-0.569, 0.0037, False), (0.998, 0.563, True)],
+            (-0.126, 0.598),
+        ),
+        (dict(w_r=2.0, b0=1.0, sigma=1.0), [(0.417, 1.210, True)], (-0.507, 0.295)),
+    ],
+)
 def test_fig1_fixed_points_and_eigenvalues(params, points, lam):
     pts = phase_portraits.fixed_points({**params, **FIG1}, rectified=False)
     assert [(round(q["y"], 3), round(q["a"], 4 if q["a"] < 0.1 else 3), q["stable"]) for q in pts] == points
