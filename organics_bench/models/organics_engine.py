@@ -19,13 +19,12 @@ Elsewhere (CUDA), or where no C compiler works, the same steps run as torch oper
 
 R(y) is [y]+ when no recurrent matrix R is given (W_r = I), else [y]+ R^T, or [y R^T]+ with `rectify_recurrence`.
 
-On CUDA the same torch steps run compiled (torch.compile, `compiled_steps`): each step's element-wise work fuses into
+On CUDA the same torch steps run compiled (`step_compiler`, `compiled_steps`): each step's element-wise work fuses into
 a few kernels around its matrix products, instead of about forty launches per step.
 """
 
 from __future__ import annotations
 
-import warnings
 from collections import OrderedDict
 from functools import lru_cache
 
@@ -33,6 +32,7 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from organics_bench.models import cpu_kernels
+from organics_bench.models.step_compiler import can_compile, compile_step
 
 _sigmoid_backward = torch.ops.aten.sigmoid_backward
 _threshold_backward = torch.ops.aten.threshold_backward
@@ -84,20 +84,6 @@ def step_functions(name: str, dtype: torch.dtype) -> _KernelSteps | _TorchSteps:
     if name == "cpu-kernels":
         return _KernelSteps(dtype)
     return compiled_steps() if name == "compiled" else _TorchSteps()
-
-
-@lru_cache(maxsize=1)
-def can_compile() -> bool:
-    """Whether torch.compile can build CUDA kernels here (Triton installed); says once where it cannot."""
-    from torch.utils._triton import has_triton
-
-    if has_triton():
-        return True
-    warnings.warn(
-        "Triton is not installed: the sequence engines run their CUDA steps uncompiled (same numbers, slower)",
-        stacklevel=2,
-    )
-    return False
 
 
 def _project(
@@ -471,6 +457,6 @@ class _TorchSteps:
 def compiled_steps() -> _TorchSteps:
     """The torch steps compiled with torch.compile (one graph per step, recompiled per shape and per R(y) form)."""
     steps = _TorchSteps()
-    steps.forward = torch.compile(_torch_forward_step, fullgraph=True, dynamic=False)
-    steps.backward = torch.compile(_torch_backward_step, fullgraph=True, dynamic=False)
+    steps.forward = compile_step(_torch_forward_step)
+    steps.backward = compile_step(_torch_backward_step)
     return steps

@@ -18,7 +18,8 @@ from functools import lru_cache
 import torch
 from torch.autograd.function import once_differentiable
 
-from organics_bench.models import organics_engine, ssn_fused
+from organics_bench.models import ssn_fused
+from organics_bench.models.step_compiler import can_compile, compile_step
 
 ENGINES = ("auto", "torch")
 
@@ -36,7 +37,7 @@ def backend(tensor: torch.Tensor, engine: str = "auto") -> str:
         return "torch"
     if ssn_fused.available(tensor):
         return "cpu-kernels"
-    return "compiled" if tensor.is_cuda and organics_engine.can_compile() else "torch"
+    return "compiled" if tensor.is_cuda and can_compile() else "torch"
 
 
 def ssn_scan(
@@ -114,8 +115,8 @@ class _TorchSteps:
 def compiled_steps() -> _TorchSteps:
     """The torch steps compiled with torch.compile (one graph per step, recompiled per shape)."""
     steps = _TorchSteps()
-    steps.forward = torch.compile(_forward_step, fullgraph=True, dynamic=False)
-    steps.backward = torch.compile(_backward_step, fullgraph=True, dynamic=False)
+    steps.forward = compile_step(_forward_step)
+    steps.backward = compile_step(_backward_step)
     return steps
 
 
