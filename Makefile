@@ -36,7 +36,7 @@ demo: install ## Quick start: ORGaNICs vs LSTM on row-wise sMNIST over the bundl
 	$(BIN)/organics-bench-report results/runs/mini_smnist_rows --table results/tables/mini_smnist_rows.md \
 		--figure results/figures/mini_smnist_rows.png
 
-test: install ## Run the whole test suite (CI runs `make lint test`)
+test: install lint ## Lint (ruff), then the whole test suite: what CI runs
 	$(PY) -m pytest -n 2 --dist loadgroup -q
 
 lint: install ## ruff: lint and format check (configured in pyproject.toml; `make format` fixes what it can)

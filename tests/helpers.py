@@ -21,7 +21,19 @@ from pathlib import Path
 import numpy as np
 
 SCRIPT = Path(sys.executable).parent / "organics-bench"
+ROOT = Path(__file__).resolve().parents[1]
 CLI_ENV = {"WANDB_MODE": "disabled", "TQDM_DISABLE": "1", "HYDRA_FULL_ERROR": "0"}
+
+
+def run_bench(out_dir: Path, *args: str) -> subprocess.CompletedProcess:
+    """Run `scripts/bench_throughput.py ARGS --out OUT_DIR` in OUT_DIR, as `make bench` runs it."""
+    return subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "bench_throughput.py"), *args, "--out", str(out_dir)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=out_dir,
+    )
 
 
 def run_cli(*args: str, cwd: Path, timeout: int = 300, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -62,12 +74,6 @@ def _print_warning(message, category, filename, lineno, file=None, line=None) ->
     sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
 
 
-def _flushes_denormals() -> bool:
-    import torch
-
-    return torch.tensor([1e-39], dtype=torch.float32).mul(1.0).item() == 0.0
-
-
 def run_in_process(*args: str, cwd: Path, env: dict | None = None) -> CliResult:
     """`organics-bench ARGS` in this process: the console script's own `organics_bench.cli:main` (the choice check,
     Hydra's run or multirun with the PreflightChecks callback, validation, the job, `error: ...` and exit 2 on a
@@ -81,11 +87,12 @@ def run_in_process(*args: str, cwd: Path, env: dict | None = None) -> CliResult:
     from hydra.core.global_hydra import GlobalHydra
 
     from organics_bench import cli
+    from organics_bench.training.records import flushes_denormals
 
     full_env = {**CLI_ENV, **(env or {})}
     saved_env = {key: os.environ.get(key) for key in full_env}
     saved_argv, saved_sigterm = sys.argv, signal.getsignal(signal.SIGTERM)
-    saved_threads, saved_denormal = torch.get_num_threads(), _flushes_denormals()
+    saved_threads, saved_denormal = torch.get_num_threads(), flushes_denormals()
     saved_rng = (random.getstate(), np.random.get_state(), torch.random.get_rng_state())
     root = logging.getLogger()
     saved_handlers, saved_level = root.handlers[:], root.level

@@ -1,35 +1,23 @@
 """scripts/bench_throughput.py end to end on a tiny shape: every method timed, ratios, memory, the written record."""
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers import run_bench
 
 
 def test_benchmark_writes_its_record_and_table(tmp_path):
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "scripts" / "bench_throughput.py"),
-            "--shapes",
-            "12:3:6",
-            "--repeats",
-            "2",
-            "--naive-repeats",
-            "1",
-            "--static-shape",
-            "5:6,4",
-            "--static-repeats",
-            "2",
-            "--out",
-            str(tmp_path),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=tmp_path,
+    result = run_bench(
+        tmp_path,
+        "--shapes",
+        "12:3:6",
+        "--repeats",
+        "2",
+        "--naive-repeats",
+        "1",
+        "--static-shape",
+        "5:6,4",
+        "--static-repeats",
+        "2",
     )
     assert result.returncode == 0, result.stderr
     assert "device: cpu" in result.stdout
@@ -62,23 +50,7 @@ def test_benchmark_writes_its_record_and_table(tmp_path):
 
 
 def test_benchmark_static_section_alone(tmp_path):
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "scripts" / "bench_throughput.py"),
-            "--static-only",
-            "--static-shape",
-            "3:5,2",
-            "--static-repeats",
-            "1",
-            "--out",
-            str(tmp_path),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=tmp_path,
-    )
+    result = run_bench(tmp_path, "--static-only", "--static-shape", "3:5,2", "--static-repeats", "1")
     assert result.returncode == 0, result.stderr
     (json_path,) = tmp_path.glob("*.json")
     record = json.loads(json_path.read_text())
@@ -87,23 +59,7 @@ def test_benchmark_static_section_alone(tmp_path):
 
 
 def test_benchmark_ssn_static_section_alone(tmp_path):
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "scripts" / "bench_throughput.py"),
-            "--ssn-static-only",
-            "--ssn-static-shape",
-            "3:5,2:4",
-            "--ssn-static-repeats",
-            "2",
-            "--out",
-            str(tmp_path),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=tmp_path,
-    )
+    result = run_bench(tmp_path, "--ssn-static-only", "--ssn-static-shape", "3:5,2:4", "--ssn-static-repeats", "2")
     assert result.returncode == 0, result.stderr
     (json_path,) = tmp_path.glob("*.json")
     record = json.loads(json_path.read_text())

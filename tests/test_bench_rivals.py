@@ -2,36 +2,18 @@
 as ORGaNICs and nn.LSTM, at the same shape, and reports their time ratios to both."""
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers import run_bench
+
 RIVALS = ("cornn", "lipschitz_rnn", "antisymmetric_rnn")
 
 
 def test_rivals_are_timed_beside_organics_and_lstm(tmp_path):
-    command = [
-        sys.executable,
-        str(ROOT / "scripts" / "bench_throughput.py"),
-        "--shapes",
-        "12:3:6",
-        "--repeats",
-        "2",
-        "--naive-repeats",
-        "1",
-        "--static-shape",
-        "3:5,2",
-        "--static-repeats",
-        "1",
-        "--ssn-static-shape",
-        "3:5,2:4",
-        "--ssn-static-repeats",
-        "1",
-        "--out",
-        str(tmp_path),
-    ]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    result = run_bench(
+        tmp_path,
+        *("--shapes", "12:3:6", "--repeats", "2", "--naive-repeats", "1", "--static-shape", "3:5,2"),
+        *("--static-repeats", "1", "--ssn-static-shape", "3:5,2:4", "--ssn-static-repeats", "1"),
+    )
     assert result.returncode == 0, result.stderr
     (json_path,) = tmp_path.glob("*.json")
     (case,) = json.loads(json_path.read_text())["cases"]

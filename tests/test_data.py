@@ -170,7 +170,7 @@ def test_cifar10_missing_or_damaged_is_one_line(tmp_path):
 def test_parity_labels_padding_and_length_splits():
     from organics_bench.tasks.parity import Parity
 
-    task = Parity(
+    settings = dict(
         name="parity",
         train_min_length=3,
         train_max_length=12,
@@ -180,6 +180,7 @@ def test_parity_labels_padding_and_length_splits():
         n_test=40,
         seed=1,
     )
+    task = Parity(**settings)
     data = task.load()
     assert data.train.x.shape == (500, 12, 2) and task.spec.d_input == 2 and task.spec.n_classes == 2
     ones = data.train.x[:, :, 1].sum(1)
@@ -191,16 +192,7 @@ def test_parity_labels_padding_and_length_splits():
     assert set(data.extra_tests) == {"len12", "len30"} and data.extra_tests["len30"].x.shape == (40, 30, 2)
     assert torch.equal(data.test.x, data.extra_tests["len12"].x)
     assert 0.3 < data.train.y.float().mean() < 0.7
-    again = Parity(
-        name="parity",
-        train_min_length=3,
-        train_max_length=12,
-        test_lengths=[12, 30],
-        n_train=500,
-        n_val=50,
-        n_test=40,
-        seed=1,
-    ).load()
+    again = Parity(**settings).load()
     assert torch.equal(again.train.x, data.train.x)
     summary = Parity.summarize({"len12": 1.0, "len30": 0.6, "len64": 0.995})
     assert summary == {"acc_by_length": {12: 1.0, 30: 0.6, 64: 0.995}, "longest_solved_99": 64}

@@ -2,6 +2,7 @@
 differences and closed forms, gradient flow, and the files a training run writes."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -18,7 +19,7 @@ from organics_bench.models.organics_static import OrganicsStatic
 from organics_bench.models.rnn import GRU, LSTM, TanhRNN
 from organics_bench.models.ssn import SSN, SSNStatic
 from organics_bench.models.stable_rnns import AntisymmetricRNN, CoRNN, LipschitzRNN
-from tests.helpers import run_cli, smoke_overrides
+from tests.helpers import run_in_process, smoke_overrides
 
 # model -> (has a continuous-time vector field, has steady states): what each contract should say of it
 CONTRACTS = {
@@ -165,17 +166,17 @@ def test_static_ssn_steady_state_spectra_are_those_of_the_analytic_jacobian():
     assert layer["max_residual"] < 1e-6 and spectra["stable"] and -0.1 < spectra["worst"] < 0
 
 
-def test_static_ssn_run_gets_steady_state_spectra(tmp_path):
+def smoke_run_with_spectra(tmp_path: Path, model: str, task: str) -> Path:
+    """The run dir of a smoke run (2 steps); it must hold spectra from before training, after step 1 and at the end."""
     run_dir = tmp_path / "run"
-    result = run_cli(
-        *smoke_overrides("ssn_static", "mnist", tmp_path / "data"), f"hydra.run.dir={run_dir}", cwd=tmp_path
-    )
+    result = run_in_process(*smoke_overrides(model, task, tmp_path / "data"), f"hydra.run.dir={run_dir}", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert sorted(p.name for p in (run_dir / "spectra").iterdir()) == [
-        "step_000000.json",
-        "step_000001.json",
-        "step_000002.json",
-    ]
+    assert sorted(p.name for p in (run_dir / "spectra").iterdir()) == [f"step_00000{k}.json" for k in range(3)]
+    return run_dir
+
+
+def test_static_ssn_run_gets_steady_state_spectra(tmp_path):
+    run_dir = smoke_run_with_spectra(tmp_path, "ssn_static", "mnist")
     spectra = json.loads((run_dir / "spectra" / "step_000002.json").read_text())
     assert spectra["kind"] == "steady_state" and [layer["units"] for layer in spectra["layers"]] == [100]
     assert len(spectra["layers"][0]["per_input"]) == 2 and len(spectra["layers"][0]["eigenvalues"]["re"]) == 100
@@ -187,16 +188,7 @@ def test_static_ssn_run_gets_steady_state_spectra(tmp_path):
 
 
 def test_training_run_writes_spectra_gradient_flow_and_figures(tmp_path):
-    run_dir = tmp_path / "run"
-    result = run_cli(
-        *smoke_overrides("organics", "smnist", tmp_path / "data"), f"hydra.run.dir={run_dir}", cwd=tmp_path
-    )
-    assert result.returncode == 0, result.stderr
-    assert sorted(p.name for p in (run_dir / "spectra").iterdir()) == [
-        "step_000000.json",
-        "step_000001.json",
-        "step_000002.json",
-    ]
+    run_dir = smoke_run_with_spectra(tmp_path, "organics", "smnist")
     spectra = json.loads((run_dir / "spectra" / "step_000002.json").read_text())
     assert spectra["kind"] == "continuous" and len(spectra["times"]) == 3
     flow = json.loads((run_dir / "gradient_flow" / "step_000002.json").read_text())

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from organics_bench.config_checks import construct
 from organics_bench.errors import UserError
@@ -17,7 +17,7 @@ from organics_bench.io import write_json_atomic
 from organics_bench.models.build import build_model
 from organics_bench.training.checkpoint import check_compatible, load_checkpoint, stored_config
 from organics_bench.training.placement import resolve_device, resolve_threads
-from organics_bench.training.records import config_hash, provenance, publish_evaluation
+from organics_bench.training.records import config_hash, job_config, provenance, publish_evaluation
 from organics_bench.training.trainer import evaluate_split
 
 
@@ -46,7 +46,7 @@ def evaluate(cfg: DictConfig) -> dict:
     splits = {"val": data.val, "test": data.test, **data.extra_tests}
     batch, limit = cfg.trainer.eval_batch_size, cfg.trainer.limit_eval_batches
     measured = {name: evaluate_split(model, split, batch, limit, device) for name, split in splits.items()}
-    resolved = OmegaConf.to_container(cfg, resolve=True)
+    resolved = job_config(cfg)
     record = {
         "checkpoint": str(path.resolve()),
         "epoch": payload.get("epoch"),

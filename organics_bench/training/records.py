@@ -84,11 +84,11 @@ def environment(device: str) -> dict:
         "hardware": hardware,
         "host": platform.node(),
         "platform": platform.platform(),
-        "flush_denormal": _flushes_denormals(),
+        "flush_denormal": flushes_denormals(),
     }
 
 
-def _flushes_denormals() -> bool:
+def flushes_denormals() -> bool:
     """Whether this thread's CPU arithmetic treats subnormal floats as zero (torch.set_flush_denormal)."""
     return torch.tensor([1e-39], dtype=torch.float32).mul(1.0).item() == 0.0
 
@@ -133,6 +133,11 @@ class RunRecord:
         )
 
     @cached_property
+    def config_hash(self) -> str:
+        """`config_hash` of the run's config: what groups it with the other seeds of the same config."""
+        return config_hash(self.config)
+
+    @cached_property
     def checkpoint_identity(self) -> dict:
         """What every checkpoint of the run carries to be resumed or evaluated: model, task, resolved config."""
         return {
@@ -158,7 +163,7 @@ class RunRecord:
             "git_revision": self.provenance["git_revision"],
             "env": self.provenance["env"],
             "data": self.data,
-            "config_hash": config_hash(self.config),
+            "config_hash": self.config_hash,
             "config": self.config,
         }
 

@@ -26,7 +26,7 @@ from organics_bench.training.checkpoint import (
     resumed_config,
 )
 from organics_bench.training.placement import resolve_device, resolve_threads
-from organics_bench.training.records import RunRecord, provenance, publish
+from organics_bench.training.records import RunRecord, job_config, provenance, publish
 from organics_bench.training.run_dir import previous_attempt
 from organics_bench.training.sinks import WandbSink, read_csv_rows
 from organics_bench.training.trainer import Trainer, TrainerSettings
@@ -50,7 +50,7 @@ def train(cfg: DictConfig) -> dict:
     run_dir = Path(hydra_cfg.runtime.output_dir)
     start = _starting_point(cfg, run_dir, list(hydra_cfg.overrides.task))
     cfg, model_name = start.cfg, start.model_name or hydra_cfg.runtime.choices["model"]
-    config = OmegaConf.to_container(cfg, resolve=True)
+    config = job_config(cfg)
     settings = TrainerSettings(**config["trainer"])
     if threads := resolve_threads(settings.num_threads):
         torch.set_num_threads(threads)
@@ -94,11 +94,11 @@ def train(cfg: DictConfig) -> dict:
             run_dir / "figures" / "training_curves.png",
             title=f"{model_name} on {cfg.task.name} (seed {cfg.seed})",
         )
-    published = record.write(run_dir, summary)
+    final = record.as_dict(summary)  # as the trainer wrote it to metrics.json when fit() ended
     if wandb_sink:
-        wandb_sink.finish(published, run_dir / "figures")
+        wandb_sink.finish(final, run_dir / "figures")
     if cfg.publish and cfg.paths.results_dir:
-        log.info("results record: %s", publish(run_dir, Path(cfg.paths.results_dir), published))
+        log.info("results record: %s", publish(run_dir, Path(cfg.paths.results_dir), final))
     _report(summary, run_dir)
     return summary
 
