@@ -28,7 +28,7 @@ from hydra.errors import HydraException
 from omegaconf import OmegaConf
 
 from organics_bench.io import finite_or_none, write_text_atomic
-from organics_bench.report import load_records
+from organics_bench.report import diverged, load_records
 from organics_bench.training.records import config_hash, job_config
 
 EXPERIMENT = "stability/leaderboard"  # the experiment choice whose sweep this reads
@@ -54,7 +54,7 @@ class Cell:
         accs = [
             acc
             for r in finished
-            if r["status"] == "ok" and (acc := finite_or_none(r["metrics"].get("test/acc"))) is not None
+            if not diverged(r) and (acc := finite_or_none(r["metrics"].get("test/acc"))) is not None
         ]
         above = [
             value
@@ -64,10 +64,8 @@ class Cell:
         maxima = [value for r in finished if (value := finite_or_none(r["grad_norm"].get("max"))) is not None]
         return {
             "runs": len(finished),
-            "diverged": sum(r["status"] == "diverged" for r in finished),
-            "fraction_diverged": (
-                sum(r["status"] == "diverged" for r in finished) / len(finished) if finished else None
-            ),
+            "diverged": sum(map(diverged, finished)),
+            "fraction_diverged": sum(map(diverged, finished)) / len(finished) if finished else None,
             "fraction_above": statistics.mean(above) if above else None,
             "max_grad_norm": max(maxima) if maxima else None,
             "nonfinite_runs": sum((r["grad_norm"].get("nonfinite_steps") or 0) > 0 for r in finished),
@@ -201,7 +199,7 @@ def model_summary(cells: list[Cell], threshold: str) -> dict:
         "entry": cells[0].entry,
         "n_params": sorted({n for _, s in measured for n in s["n_params"]}),
         "runs": len(runs),
-        "diverged": sum(r["status"] == "diverged" for r in runs),
+        "diverged": sum(map(diverged, runs)),
         "lrs_measured": len(measured),
         "lrs_declared": len(cells),
         "largest_stable_lr": max(stable) if stable else None,
@@ -270,7 +268,9 @@ def markdown(
         f"{'' if extra else ' (`make leaderboard`)'} and "
         f"`organics-bench-leaderboard`, from the records under `{folder}/` (experiment `{shared['experiment_name']}`).",
         "",
-        f"Columns: runs = seeds that finished (ok or diverged: a non-finite loss ends a run as a result); steps with "
+        "Columns: runs = seeds that finished (ok or diverged); diverged = the loss or the total gradient norm became "
+        "non-finite (a norm past float32's range leaves Adam's second moment inf and those weights frozen; runs "
+        "recorded before the trainer stopped there say ok and count here as diverged); steps with "
         f"grad norm > {threshold} = fraction of optimizer steps whose total gradient L2 norm exceeds {threshold} (a "
         "non-finite norm counts as above), mean over those runs; max grad norm = the largest finite norm of any "
         "step of any of them; test acc = test accuracy at the best-validation epoch, mean ± std over the seeds that "

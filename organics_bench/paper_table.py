@@ -23,7 +23,7 @@ from hydra.core.hydra_config import HydraConfig
 
 from organics_bench.cli import available_choices
 from organics_bench.io import write_text_atomic
-from organics_bench.report import load_records
+from organics_bench.report import diverged, load_records
 from organics_bench.training.records import config_hash, job_config
 
 FAMILIES = ("paper", "cpu")
@@ -92,14 +92,14 @@ def table_row(experiment: Experiment, results_dir: Path) -> dict[str, str]:
     records = load_records(folder) if folder.is_dir() else []
     runs = [r for r in records if config_hash(r["config"]) == experiment.hash]
     finished = [r for r in runs if r["status"] in ("ok", "diverged")]
-    accs = [
-        100 * r["metrics"]["test/acc"]
-        for r in finished
-        if r["status"] == "ok" and r["metrics"].get("test/acc") is not None
-    ]
-    diverged = sum(r["status"] == "diverged" for r in finished)
+    tested = [r for r in finished if r["metrics"].get("test/acc") is not None]
+    accs = [100 * r["metrics"]["test/acc"] for r in tested if not diverged(r)]
+    n_diverged = sum(map(diverged, finished))
     value = paper.get("value")
     ours = _mean_std(accs) if finished else "not yet run"
+    if n_diverged and not accs:
+        before = [f"{100 * r['metrics']['test/acc']:.2f}" for r in tested]
+        ours = f"all diverged (best-val weights before it: {', '.join(before)})" if before else "all diverged"
     if len(records) > len(runs):
         ours += f" ({len(records) - len(runs)} runs of another config not counted)"
     epochs = sorted({r["epochs_completed"] for r in finished})
@@ -112,7 +112,7 @@ def table_row(experiment: Experiment, results_dir: Path) -> dict[str, str]:
         "task": paper.get("column", experiment.config["task"]["name"]),
         "paper": "-" if value is None else f"{value:.1f}",
         "ours": ours,
-        "seeds (diverged)": f"{len(finished)} ({diverged})" if finished else "-",
+        "seeds (diverged)": f"{len(finished)} ({n_diverged})" if finished else "-",
         "delta": f"{statistics.mean(accs) - value:+.2f}" if accs and value is not None else "-",
         "protocol": paper["protocol"],
         "epochs": "/".join(map(str, epochs)) or str(experiment.config["trainer"]["epochs"]),
@@ -148,7 +148,9 @@ def markdown(rows: list[dict[str, str]], experiments: list[Experiment]) -> str:
     notes = [f"- {row}: {source}" for row, source in sources if source]
     return (
         "# The paper's tables beside ours\n\nTest accuracy (%) at the best-validation epoch; ours is mean ± std "
-        "over the seeds that finished (diverged runs are counted, not averaged). Made by `make tables` from "
+        "over the seeds that finished; a diverged run (its loss or its gradient norm stopped being finite) is counted, "
+        "not averaged, and where every seed diverged the test accuracy of each one's best-validation weights is "
+        "listed. Made by `make tables` from "
         "`results/runs/`; each record there carries its command, seed, git revision and hardware.\n\n"
         + "\n".join(lines)
         + "\n\nWhere each paper number comes from:\n"

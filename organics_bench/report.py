@@ -44,6 +44,21 @@ def load_records(folder: Path) -> list[dict]:
     return records
 
 
+def diverged(record: dict) -> bool:
+    """Whether a published run diverged: its loss, or the L2 norm of its gradient, stopped being finite.
+
+    A gradient norm past float32's range means entries whose squares overflow: Adam's second moment turns inf there
+    and those weights never move again, so the run is over even where its loss stays finite. The trainer ends a run
+    at that step (`status: diverged`); records written before it did (git 8ffd68c and earlier) say `ok` with
+    `grad_norm.nonfinite_steps` > 0, and count as diverged too."""
+    return record["status"] == "diverged" or bool((record.get("grad_norm") or {}).get("nonfinite_steps"))
+
+
+def outcome(record: dict) -> str:
+    """The record's status, with a pre-fix gradient overflow called what it is."""
+    return "diverged (gradient overflow)" if record["status"] == "ok" and diverged(record) else record["status"]
+
+
 def _fmt(value: float | None, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
@@ -56,7 +71,7 @@ def markdown_table(records: list[dict]) -> str:
             r["model"],
             r["task"],
             str(r["seed"]),
-            r["status"],
+            outcome(r),
             _fmt(m.get("test/acc"), ".4f"),
             _fmt(m.get("best_val/acc"), ".4f"),
             str(r["epochs_completed"]),
@@ -87,12 +102,14 @@ def outcome_summary(records: list[dict]) -> str:
         groups.setdefault(run_group(r), []).append(r)
     for key in sorted(groups):
         runs = groups[key]
-        diverged = sum(r["status"] == "diverged" for r in runs)
+        n_diverged = sum(map(diverged, runs))
         accs = [
-            r["metrics"]["test/acc"] for r in runs if r["status"] == "ok" and r["metrics"].get("test/acc") is not None
+            r["metrics"]["test/acc"]
+            for r in runs
+            if r["status"] == "ok" and not diverged(r) and r["metrics"].get("test/acc") is not None
         ]
         mean = f"{sum(accs) / len(accs):.4f}" if accs else "-"
-        lines.append(f"| {' | '.join(key)} | {len(runs)} | {diverged} ({diverged / len(runs):.0%}) | {mean} |")
+        lines.append(f"| {' | '.join(key)} | {len(runs)} | {n_diverged} ({n_diverged / len(runs):.0%}) | {mean} |")
     return "\n".join(lines)
 
 

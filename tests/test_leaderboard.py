@@ -186,6 +186,18 @@ def test_cell_summary_numbers(configs):
     assert (s["acc_mean"], s["acc_std"], s["acc_runs"]) == (0.25, 0.0, 1)
 
 
+def test_a_run_that_trained_on_past_a_gradient_overflow_counts_as_diverged(configs):
+    """Records from before the trainer stopped at a non-finite gradient norm say ok: they are still divergences."""
+    cell = Cell("lstm", "LSTM", 0.1, config_hash(configs[("lstm", "0.1")]), "stability_leaderboard")
+    cell.records = [
+        fake_record(configs[("lstm", "0.1")], 0, "ok", 0.40, 0.5, 3.0, 17802, nonfinite=7),
+        fake_record(configs[("lstm", "0.1")], 1, "ok", 0.25, 0.2, 2.0, 17802),
+    ]
+    s = cell.summary("10")
+    assert (s["runs"], s["diverged"], s["fraction_diverged"], s["nonfinite_runs"]) == (2, 1, 0.5, 1)
+    assert (s["acc_mean"], s["acc_runs"]) == (0.25, 1)
+
+
 def test_no_records_is_one_line(tmp_path, capsys):
     with pytest.raises(SystemExit) as stop:
         main(["--results-dir", str(tmp_path)])

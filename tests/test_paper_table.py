@@ -97,6 +97,21 @@ def test_table_averages_matching_runs_only_and_counts_divergence(tmp_path, exper
     assert "Soo & Lengyel" in markdown  # where the SSN numbers come from
 
 
+def test_a_row_whose_every_seed_diverged_lists_their_best_validation_results(tmp_path, experiments):
+    experiment = experiments["paper/table1_ssn_static"]
+    folder = tmp_path / "results" / "runs" / experiment.name / "ssn_static"
+    folder.mkdir(parents=True)
+    overflowed = fake_record(experiment, 1, "ok", 0.9812)  # recorded before the trainer stopped on an overflow
+    overflowed["grad_norm"] = {"nonfinite_steps": 36260}
+    for seed, rec in enumerate([fake_record(experiment, 0, "diverged", 0.9837), overflowed]):
+        (folder / f"seed{seed}.json").write_text(json.dumps(rec))
+    main(["--results-dir", str(tmp_path / "results")])
+    rows = {row["experiment"]: row for row in csv.DictReader((tmp_path / "results/tables/paper.csv").open())}
+    row = rows["`experiment=paper/table1_ssn_static`"]
+    assert row["ours"] == "all diverged (best-val weights before it: 98.37, 98.12)"
+    assert row["seeds (diverged)"] == "2 (2)" and row["delta"] == "-"
+
+
 def test_readme_block_is_rewritten_in_place(tmp_path):
     (tmp_path / "results").mkdir()
     readme = tmp_path / "README.md"

@@ -326,29 +326,33 @@ def test_a_plain_run_never_touches_results(tmp_path, smoke):
     assert strict_json(record)["config_hash"] == record.parent.name
 
 
-class FiniteLossNanGradient(torch.nn.Module):
-    """loss = 0 * sqrt(w) at w = 0: a finite loss whose gradient is 0 * inf = nan."""
+class FiniteLossBadGradient(torch.nn.Module):
+    """A finite loss (w = 0 adds nothing to it) whose gradient in w is `kind`: nan (0 * sqrt(w), 0 * inf), or
+    about 1e29 per entry (1e30 * w): finite, but its square overflows float32, as in Adam's second moment."""
 
-    def __init__(self):
+    def __init__(self, kind: str):
         super().__init__()
-        self.w = torch.nn.Parameter(torch.zeros(()))
+        self.kind = kind
+        self.w = torch.nn.Parameter(torch.zeros(3))
         self.readout_layer = torch.nn.Linear(2, 2)
 
     def forward(self, x):
-        return self.readout_layer(x) + 0 * torch.sqrt(self.w)
+        extra = 0 * torch.sqrt(self.w).sum() if self.kind == "nan" else (1e30 * self.w).sum()
+        return self.readout_layer(x) + torch.stack([extra, torch.zeros(())])  # one logit: CE is shift-invariant
 
     def loss(self, x, y):
         logits = self(x)
         return torch.nn.functional.cross_entropy(logits, y), logits
 
 
-def test_a_non_finite_gradient_with_a_finite_loss_is_a_divergence_not_a_crash(tmp_path):
+@pytest.mark.parametrize(("kind", "nonfinite_entries"), [("nan", 3), ("overflowing", 0)])
+def test_a_bad_gradient_with_a_finite_loss_is_a_divergence_not_a_crash(tmp_path, kind, nonfinite_entries):
     from organics_bench.tasks.base import Split, TaskData
     from organics_bench.training.records import RunRecord
     from organics_bench.training.trainer import Trainer, TrainerSettings
 
     split = Split(torch.randn(8, 2), torch.randint(0, 2, (8,)))
-    model = FiniteLossNanGradient()
+    model = FiniteLossBadGradient(kind)
     optimizer = torch.optim.Adam(model.parameters(), lr=0.1)
     trainer = Trainer(
         model,
@@ -370,6 +374,6 @@ def test_a_non_finite_gradient_with_a_finite_loss_is_a_divergence_not_a_crash(tm
     )
     summary = trainer.fit()
     assert summary["status"] == "diverged"
-    assert summary["diverged_at"]["step"] == 1 and summary["diverged_at"]["nonfinite_grads"] == 1
+    assert summary["diverged_at"]["step"] == 1 and summary["diverged_at"]["nonfinite_grads"] == nonfinite_entries
     assert math.isfinite(float(summary["diverged_at"]["loss"]))
-    assert torch.equal(model.w.detach(), torch.zeros(()))  # the poisoned step was never taken
+    assert torch.equal(model.w.detach(), torch.zeros(3))  # the step was never taken

@@ -55,6 +55,18 @@ def test_report_counts_diverged_runs_and_writes_table_and_figure(tmp_path, capsy
     assert "| ssn | smnist | 0 | diverged | - |" in capsys.readouterr().out
 
 
+def test_report_counts_a_run_past_a_gradient_overflow_as_diverged(tmp_path, capsys):
+    folder = tmp_path / "runs" / "exp" / "ssn"
+    folder.mkdir(parents=True)
+    overflowed = record("ssn", 0, "ok", 0.9)
+    overflowed["grad_norm"] = {"max": 1.8e19, "nonfinite_steps": 12}  # written before the trainer stopped there
+    (folder / "seed0.json").write_text(json.dumps(overflowed))
+    (folder / "seed1.json").write_text(json.dumps(record("ssn", 1, "ok", 0.5)))
+    main([str(folder.parent), "--table", str(tmp_path / "t.md")])
+    assert "| 2 | 1 (50%) | 0.5000 |" in (tmp_path / "t.md").read_text()
+    assert "| ssn | smnist | 0 | diverged (gradient overflow) | 0.9000 |" in capsys.readouterr().out
+
+
 def test_report_never_averages_runs_of_different_configs_or_tasks(tmp_path):
     folder = tmp_path / "runs" / "exp"
     runs = (

@@ -151,7 +151,7 @@ def _report(summary: dict, run_dir: Path) -> None:
     if summary["status"] == "diverged":
         where = summary["diverged_at"]
         what = (
-            f"{where['nonfinite_grads']} non-finite gradient entries (loss {where['loss']})"
+            f"gradient norm not finite, {where['nonfinite_grads']} non-finite entries (loss {where['loss']})"
             if "nonfinite_grads" in where
             else f"loss {where['loss']}"
         )

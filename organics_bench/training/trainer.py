@@ -1,8 +1,10 @@
 """The training loop shared by every model: full BPTT, Adam + schedule, and never any gradient clipping.
 
-A non-finite loss, or a non-finite gradient (which the optimizer step would carry into every weight), ends
-training as a result (`status: diverged`), not as a crash. Batch order in epoch e comes
-from (seed, e) alone, so a resumed run sees exactly the batches an uninterrupted one would.
+A non-finite loss, or a gradient whose L2 norm is not finite, ends training as a result (`status: diverged`), not
+as a crash: a NaN or inf entry would reach every weight through the optimizer step, and a norm past float32's range
+means entries whose squares overflow, which turn Adam's second moment inf and freeze those weights for good.
+Batch order in epoch e comes from (seed, e) alone, so a resumed run sees exactly the batches an uninterrupted one
+would.
 """
 
 from __future__ import annotations
@@ -261,10 +263,11 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             grad_stats = self._gradient_stats()
-            if grad_stats["train/nonfinite_grads"]:  # Adam would carry the NaN into every weight
+            if not math.isfinite(grad_stats["train/grad_norm"]):
                 self._diverge(
                     loss_value,
-                    f"{grad_stats['train/nonfinite_grads']} gradient entries became non-finite",
+                    f"the gradient norm became {grad_stats['train/grad_norm']} "
+                    f"({grad_stats['train/nonfinite_grads']} non-finite entries)",
                     nonfinite_grads=grad_stats["train/nonfinite_grads"],
                 )
             self.optimizer.step()
@@ -290,8 +293,8 @@ class Trainer:
         return total_loss / seen, correct / seen, grad_norm_max
 
     def _diverge(self, loss_value: float, what: str, **details: int) -> None:
-        """Record where training stopped being finite (a non-finite loss, or a non-finite gradient that the next
-        optimizer step would write into the weights) and end training as a result."""
+        """Record where training stopped being finite (the loss, or the gradient norm, before the optimizer step
+        takes it into the weights) and end training as a result."""
         step = self.global_step + 1
         self.diverged_at = {"epoch": self.epoch + 1, "step": step, "loss": str(loss_value), **details}
         if self.wandb:
