@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -12,7 +13,8 @@ plt.switch_backend("Agg")  # files only, on machines with or without a display
 
 
 def plot_training_curves(runs: dict[str, list[dict]], path: Path, title: str = "") -> Path:
-    """Train loss, validation accuracy and max gradient norm per epoch, one line per run label."""
+    """Train loss, validation accuracy and max gradient norm per epoch, one line per run label; an epoch whose
+    value is not finite (an overflowing gradient norm, a NaN loss) is an x on the panel's top edge."""
     fig, axes = plt.subplots(1, 3, figsize=(14, 4), constrained_layout=True)
     panels = (
         ("train_loss", "train loss (cross-entropy)", "linear"),
@@ -22,7 +24,19 @@ def plot_training_curves(runs: dict[str, list[dict]], path: Path, title: str = "
     for label, rows in runs.items():
         epochs = [int(row["epoch"]) for row in rows]
         for ax, (key, _, _) in zip(axes, panels):
-            ax.plot(epochs, [float(row[key]) for row in rows], marker="o", markersize=3, label=label)
+            values = [float(row[key]) for row in rows]
+            (line,) = ax.plot(epochs, values, marker="o", markersize=3, label=label)
+            nonfinite = [epoch for epoch, value in zip(epochs, values) if not math.isfinite(value)]
+            if nonfinite:
+                ax.plot(
+                    nonfinite,
+                    [1.0] * len(nonfinite),
+                    "x",
+                    color=line.get_color(),
+                    transform=ax.get_xaxis_transform(),  # x in epochs, y on the top edge
+                    clip_on=False,
+                    label=f"{label}: not finite",
+                )
     for ax, (_, ylabel, scale) in zip(axes, panels):
         ax.set_xlabel("epoch")
         ax.set_ylabel(ylabel)

@@ -135,3 +135,19 @@ def test_config_hash_ignores_where_and_how_fast_but_not_what_is_computed():
     ):
         changed = {**base, section: {**base[section], key: value}}
         assert config_hash(changed) != config_hash(base), (section, key)
+
+
+def test_training_curves_mark_the_epochs_whose_values_are_not_finite(tmp_path, monkeypatch):
+    from organics_bench import plots
+
+    figures = []
+    monkeypatch.setattr(plots, "save_figure", lambda fig, path: figures.append(fig) or path)
+    rows = [
+        {"epoch": str(e), "train_loss": "0.5", "val_acc": "0.9", "grad_norm_max": g}
+        for e, g in ((1, "2.0"), (2, "inf"), (3, "nan"), (4, "1.0"))
+    ]
+    plots.plot_training_curves({"ssn (seed 1)": rows}, tmp_path / "f.png")
+    loss_panel, _, grad_panel = figures[0].axes
+    (marks,) = [line for line in grad_panel.lines if line.get_label() == "ssn (seed 1): not finite"]
+    assert list(marks.get_xdata()) == [2, 3] and list(marks.get_ydata()) == [1.0, 1.0]
+    assert [line.get_label() for line in loss_panel.lines] == ["ssn (seed 1)"]
