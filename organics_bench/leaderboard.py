@@ -62,10 +62,11 @@ class Cell:
             if (value := finite_or_none((r["grad_norm"].get("fraction_above") or {}).get(threshold))) is not None
         ]
         maxima = [value for r in finished if (value := finite_or_none(r["grad_norm"].get("max"))) is not None]
+        n_diverged = sum(map(diverged, finished))
         return {
             "runs": len(finished),
-            "diverged": sum(map(diverged, finished)),
-            "fraction_diverged": sum(map(diverged, finished)) / len(finished) if finished else None,
+            "diverged": n_diverged,
+            "fraction_diverged": n_diverged / len(finished) if finished else None,
             "fraction_above": statistics.mean(above) if above else None,
             "max_grad_norm": max(maxima) if maxima else None,
             "nonfinite_runs": sum((r["grad_norm"].get("nonfinite_steps") or 0) > 0 for r in finished),
