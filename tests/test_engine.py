@@ -5,17 +5,20 @@ import itertools
 import pytest
 import torch
 
-from organics_bench.models import cpu_kernels, organics_engine
+from organics_bench.errors import UserError
+from organics_bench.models import cpu_kernels, native_ops, organics_engine
 from organics_bench.models.base import DynamicalModel
 from organics_bench.models.organics import RECURRENCES, Organics
 
 VARIANTS = list(itertools.product(RECURRENCES, [False, True], [False, True], [False, True]))
 
 
-@pytest.fixture(params=["cpu-kernels", "torch"])
+@pytest.fixture(params=["native", "cpu-kernels", "torch"])
 def step_backend(request, monkeypatch) -> str:
-    """Run the test with the fused CPU kernels (built here: CI must have a C compiler) and with torch operations
-    (the path CUDA takes)."""
+    """Run the test with the native time loop and the fused CPU kernels stepped from Python (both built here: CI must
+    have C and C++ compilers) and with torch operations (the path CUDA takes)."""
+    if request.param != "native":
+        monkeypatch.setattr(native_ops, "available", lambda tensor: False)
     if request.param == "torch":
         monkeypatch.setattr(cpu_kernels, "available", lambda tensor: False)
     for dtype in (torch.float32, torch.float64):
@@ -145,16 +148,60 @@ def test_without_a_compiler_the_engine_says_so_once_and_computes_the_same(tmp_pa
     expected = run_and_grad(m, x, per_step=True)
     monkeypatch.setenv("ORGANICS_BENCH_CACHE", str(tmp_path))
     monkeypatch.setenv("CC", str(tmp_path / "no-such-compiler"))
+    monkeypatch.setenv("CXX", str(tmp_path / "no-such-compiler"))
     cpu_kernels.load.cache_clear()
+    native_ops.build_error.cache_clear()
     try:
-        with pytest.warns(RuntimeWarning, match="fused CPU kernels unavailable.*using torch operations"):
+        with pytest.warns(RuntimeWarning) as said:
             assert organics_engine.backend(x) == "torch"
+            assert organics_engine.backend(x) == "torch"  # said once, not per call
         state, loss, grads = run_and_grad(m, x, per_step=False)
+        with pytest.raises(UserError, match="native ORGaNICs engine cannot be built here .*no C\\+\\+ compiler"):
+            Organics(1, 10, 4, engine="native")
     finally:
         cpu_kernels.load.cache_clear()
+        native_ops.build_error.cache_clear()
+    messages = [str(w.message) for w in said]
+    assert len(messages) == 2
+    assert "native time loop unavailable (no C++ compiler found (set CXX)); using the per-step C kernels" in messages[0]
+    assert "fused CPU kernels unavailable" in messages[1] and "using torch operations" in messages[1]
     assert_relative(state, expected[0], "final state")
     for k, g in expected[2].items():
         assert_relative(grads[k], g, k)
+
+
+def test_a_failed_native_build_is_one_warning_and_the_stepped_engine(tmp_path, monkeypatch):
+    """A compiler error (here an unknown flag) leaves no traceback: one warning line, the Python-stepped C kernels."""
+    monkeypatch.setenv("ORGANICS_BENCH_CACHE", str(tmp_path))
+    monkeypatch.setattr(native_ops, "FLAGS", [*native_ops.FLAGS, "-fno-such-flag-anywhere"])
+    native_ops.build_error.cache_clear()
+    try:
+        with pytest.warns(RuntimeWarning, match="native time loop unavailable .*no-such-flag-anywhere") as said:
+            assert organics_engine.backend(torch.zeros(2, 3)) == "cpu-kernels"
+    finally:
+        native_ops.build_error.cache_clear()
+    assert len(said) == 1 and len(str(said[0].message).splitlines()) == 1
+
+
+def test_the_native_loop_checks_its_tensors_before_reading_them():
+    """Non-contiguous or mixed-dtype tensors reach the native loop only after a check that says which rule failed."""
+    batch, n, steps = 3, 4, 5
+    drives, states, h = (
+        torch.zeros(steps, batch, 3 * n),
+        torch.zeros(steps + 1, batch, 4 * n),
+        torch.zeros(steps, batch, 4 * n),
+    )
+    rates, sigma, norm, gate = torch.full((4 * n,), 0.1), torch.ones(n), torch.eye(n), torch.zeros(2 * n, 2 * n)
+    native_ops.require()
+    native = torch.ops.organics_native.forward
+    with pytest.raises(RuntimeError, match="contiguous, on the CPU and of dtype"):
+        native(drives, states, h, None, rates, None, torch.randn(n, n).T, gate, sigma, False, False)
+    with pytest.raises(RuntimeError, match="contiguous, on the CPU and of dtype"):
+        native(drives, states, h, None, rates.double(), None, norm, gate, sigma, False, False)
+    with pytest.raises(RuntimeError, match="recs and recurrent must be given together"):
+        native(drives, states, h, None, rates, norm, norm, gate, sigma, False, False)
+    native(drives, states, h, None, rates, None, norm, gate, sigma, False, False)
+    assert states[-1].isfinite().all()
 
 
 @pytest.mark.parametrize("rectify_input", [False, True])

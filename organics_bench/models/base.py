@@ -76,6 +76,19 @@ class HasVectorField(Protocol):
     def vector_field(self, state: torch.Tensor, x: torch.Tensor) -> torch.Tensor: ...
 
 
+@runtime_checkable
+class HasEngine(Protocol):
+    """A model with more than one implementation of its forward and backward (engines tested to give the same
+    numbers): `engine_backend(device)` names the one that runs on `device`, for the run's record and checkpoints."""
+
+    def engine_backend(self, device: torch.device) -> str: ...
+
+
+def engine_backend(model: nn.Module, device: torch.device) -> str:
+    """What computes `model` on `device`: its own engine's name (`HasEngine`), else "torch" (autograd)."""
+    return model.engine_backend(device) if isinstance(model, HasEngine) else "torch"
+
+
 class LayerSteadyState(NamedTuple):
     """One layer (circuit) of a `HasSteadyState` model at the fixed point its forward computes, per input.
 

@@ -81,8 +81,8 @@ def _build(real: str, source: str) -> Path:
         raise OSError("no C compiler found (set CC)")
     path = Path(__file__).with_name(f"{source}.c")
     flags = [*FLAGS, *SOURCE_FLAGS.get(source, []), f"-DREAL={real}"]
-    key = hashlib.sha256("\n".join([path.read_text(), compiler, *flags, _cpu()]).encode()).hexdigest()[:16]
-    target = _cache_dir() / f"{source}_{real}_{key}.so"
+    key = hashlib.sha256("\n".join([path.read_text(), compiler, *flags, cpu_description()]).encode()).hexdigest()[:16]
+    target = cache_dir() / f"{source}_{real}_{key}.so"
     if not target.exists():
         target.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
@@ -96,13 +96,13 @@ def _build(real: str, source: str) -> Path:
     return target
 
 
-def _cache_dir() -> Path:
+def cache_dir() -> Path:
     if "ORGANICS_BENCH_CACHE" in os.environ:
         return Path(os.environ["ORGANICS_BENCH_CACHE"])
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "organics-bench"
 
 
-def _cpu() -> str:
+def cpu_description() -> str:
     """What -march=native depends on: the machine and, on Linux, the CPU model and its flags."""
     try:
         first_cpu = Path("/proc/cpuinfo").read_text().split("\n\n")[0].splitlines()

@@ -21,11 +21,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from organics_bench.equations import initial_log_normalization, normalization_weights
+from organics_bench.models import native_ops
 from organics_bench.models.base import DynamicalModel
-from organics_bench.models.organics_engine import organics_scan
+from organics_bench.models.organics_engine import backend, organics_scan
 
 RECURRENCES = ("spectral_norm", "identity", "unconstrained")
-ENGINES = ("fused", "loop")
+ENGINES = {"fused": "auto", "native": "native", "stepped": "stepped", "loop": None}  # name -> organics_scan's
 
 
 class Organics(DynamicalModel):
@@ -44,7 +45,10 @@ class Organics(DynamicalModel):
         learn_tau: learn dt/tau = max * sigmoid(theta) per neuron; otherwise theta = 1 is frozen.
         dt_tau_max_y, dt_tau_max_a, dt_tau_max_b: the maxima of dt/tau for y, a and both gains.
         engine: how `run_steps` runs the sequence: "fused" (the sequence engine with its own backward through time,
-            `organics_engine`) or "loop" (autograd through a per-step loop); both match `step` to rounding.
+            `organics_engine`, at its fastest here: on the CPU its native time loop where that builds, else the
+            steps driven from Python), "native" (the native loop, or a UserError where it cannot be built),
+            "stepped" (the engine's steps driven from Python, the reference for the native loop) or "loop"
+            (autograd through a per-step loop); all match `step` to rounding.
     """
 
     def __init__(
@@ -65,7 +69,9 @@ class Organics(DynamicalModel):
         if recurrence not in RECURRENCES:
             raise ValueError(f"recurrence must be one of {RECURRENCES}, got {recurrence!r}")
         if engine not in ENGINES:
-            raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
+            raise ValueError(f"engine must be one of {tuple(ENGINES)}, got {engine!r}")
+        if engine == "native":
+            native_ops.require()
         self.engine = engine
         n, m = hidden_size, d_input
         self.hidden_size = n
@@ -159,11 +165,17 @@ class Organics(DynamicalModel):
     def readout(self, state: torch.Tensor) -> torch.Tensor:
         return self.readout_layer(state[..., : self.hidden_size])
 
+    def engine_backend(self, device: torch.device) -> str:
+        """Which implementation runs the sequence on `device`: "loop" or one of the engine's BACKENDS."""
+        if self.engine == "loop":
+            return "loop"
+        return backend(torch.empty(0, device=device, dtype=self.log_W.dtype), ENGINES[self.engine])
+
     def run_steps(self, x: torch.Tensor) -> torch.Tensor:
         """Same numbers as the per-step loop, with the weight transforms and input projections done once; the steps
         run in the sequence engine (`organics_engine`) unless engine="loop"."""
         mats = self._matrices()
-        if self.engine == "fused":
+        if self.engine != "loop":
             recurrent = None if self.recurrence == "identity" else mats["recurrent"]
             return organics_scan(
                 x.transpose(0, 1),
@@ -176,6 +188,7 @@ class Organics(DynamicalModel):
                 mats["gate"],
                 self.sigma,
                 rectify_recurrence=self.recurrence == "unconstrained",
+                engine=ENGINES[self.engine],
             )
         state = self.initial_state(x.shape[0])
         for drive in self._drives(x, mats).unbind(1):  # one unbind: indexing per step would cost O(T^2) backward

@@ -21,6 +21,11 @@ R(y) is [y]+ when no recurrent matrix R is given (W_r = I), else [y]+ R^T, or [y
 
 On CUDA the same torch steps run compiled (`step_compiler`, `compiled_steps`): each step's element-wise work fuses into
 a few kernels around its matrix products, instead of about forty launches per step.
+
+On the CPU the whole time loop runs natively where the C++ operators build (`native_ops`, `organics_native.cpp`):
+one call for all forward steps and one for the whole backward through time, the same C kernels and BLAS products
+per step with no Python between them, the batch split across torch's threads. The per-step Python loop above stays
+selectable as the reference (backend "cpu-kernels").
 """
 
 from __future__ import annotations
@@ -31,14 +36,15 @@ from functools import lru_cache
 import torch
 from torch.autograd.function import once_differentiable
 
-from organics_bench.models import cpu_kernels
+from organics_bench.models import cpu_kernels, native_ops
 from organics_bench.models.step_compiler import can_compile, compile_step
 
 _sigmoid_backward = torch.ops.aten.sigmoid_backward
 _threshold_backward = torch.ops.aten.threshold_backward
 _POOL: OrderedDict[tuple, dict[str, torch.Tensor]] = OrderedDict()
 _POOL_SIZE = 2  # workspaces kept for reuse: the latest shape's forward and backward ones
-BACKENDS = ("cpu-kernels", "compiled", "torch")
+BACKENDS = ("native", "cpu-kernels", "compiled", "torch")
+ENGINES = ("auto", "native", "stepped")
 
 
 def organics_scan(
@@ -52,6 +58,7 @@ def organics_scan(
     gate: torch.Tensor,
     sigma: torch.Tensor,
     rectify_recurrence: bool,
+    engine: str = "auto",
 ) -> torch.Tensor:
     """Final state of the ORGaNICs recurrence: the same numbers as stepping `Organics.step`, to rounding.
 
@@ -61,22 +68,43 @@ def organics_scan(
         state0: (batch, 4n) [y, a, b, b0]. rates: (4n,) dt/tau. recurrent: the (n, n) matrix R of R(y), or None
             for R(y) = [y]+. norm: W (n, n). gate: (2n, 2n), maps [y, a] to the gates' pre-activations.
         sigma: (n,), not differentiated. rectify_recurrence: R(y) = [y R^T]+ instead of [y]+ R^T.
+        engine: "auto" (the fastest backend here), "native" (the native time loop) or "stepped" (steps driven from
+            Python: the C kernels on the CPU, compiled or plain torch steps elsewhere); `backend` says which runs.
     """
-    steps = step_functions(backend(inputs), inputs.dtype)
+    name = backend(inputs, engine)
     rectified = rectify_recurrence and recurrent is not None
     args = (inputs, input_weights, state0, rates.contiguous(), recurrent, norm, gate, sigma.contiguous())
-    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in args[:7]):
+    grad_needed = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in args[:7])
+    if name == "native":
+        native_args = (inputs.contiguous(), input_weights, state0, *_contiguous(args[3:]))
+        if grad_needed:
+            return _NativeScan.apply(*native_args, rectified, rectify_input)
+        return _native_forward(*native_args, rectified, rectify_input)
+    steps = step_functions(name, inputs.dtype)
+    if grad_needed:
         return _Scan.apply(*args, rectified, rectify_input, steps)
     drives = _project(inputs, input_weights, rectify_input)
     return _forward(drives, *args[2:], rectified, steps, ws=None)
 
 
-def backend(tensor: torch.Tensor) -> str:
-    """How the engine runs steps on this tensor's device and dtype, one of BACKENDS: the fused C kernels on the CPU,
-    compiled torch steps on CUDA (where Triton is installed), else torch operations."""
+def backend(tensor: torch.Tensor, engine: str = "auto") -> str:
+    """How `engine` runs on this tensor's device and dtype, one of BACKENDS: on the CPU the native time loop (unless
+    engine="stepped"), else the fused C kernels stepped from Python; compiled torch steps on CUDA (where Triton is
+    installed); else torch operations."""
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
+    if engine == "native":
+        native_ops.require()
+        return "native"
+    if engine == "auto" and native_ops.available(tensor):
+        return "native"
     if cpu_kernels.available(tensor):
         return "cpu-kernels"
     return "compiled" if tensor.is_cuda and can_compile() else "torch"
+
+
+def _contiguous(tensors):
+    return tuple(None if t is None else t.contiguous() for t in tensors)
 
 
 def step_functions(name: str, dtype: torch.dtype) -> _KernelSteps | _TorchSteps:
@@ -282,6 +310,80 @@ def _torch_forward_step(s, d, h, u, y_pos, rec, s_next, rates, recurrent, norm, 
     if rec is not None:
         rec.copy_(r)
     s_next.copy_(torch.lerp(s, h_new, rates))  # s + rates * (h - s)
+
+
+def _native_forward(inputs, input_weights, state0, rates, recurrent, norm, gate, sigma, rectified, rectify):
+    """All steps in one native call, keeping only two rolling states: the no-grad forward."""
+    batch, n = state0.shape[0], state0.shape[1] // 4
+    ws = _workspace(1, batch, n, inputs, recurrent is not None, backward=False)
+    drives = _project(inputs, input_weights, rectify)
+    ws["states"][0] = state0
+    torch.ops.organics_native.forward(
+        drives, ws["states"], ws["h"], ws.get("recs"), rates, recurrent, norm, gate, sigma, rectified, True
+    )
+    final = ws["states"][inputs.shape[0] % 2].clone()
+    _release(ws)
+    return final
+
+
+class _NativeScan(torch.autograd.Function):
+    """`organics_scan` with both passes in native code (`organics_native.cpp`): one call each way."""
+
+    @staticmethod
+    def forward(ctx, inputs, input_weights, state0, rates, recurrent, norm, gate, sigma, rectified, rectify):
+        batch, n = state0.shape[0], state0.shape[1] // 4
+        ws = _workspace(inputs.shape[0], batch, n, inputs, recurrent is not None, backward=False)
+        drives = _project(inputs, input_weights, rectify, out=ws["drives"])
+        ws["states"][0] = state0
+        torch.ops.organics_native.forward(
+            drives, ws["states"], ws["h"], ws.get("recs"), rates, recurrent, norm, gate, sigma, rectified, False
+        )
+        ctx.rectified, ctx.rectify, ctx.ws = rectified, rectify, ws
+        ctx.save_for_backward(inputs, input_weights, rates, recurrent, norm, gate, sigma)
+        return ws["states"][-1].clone()
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_final):
+        inputs, input_weights, rates, recurrent, norm, gate, sigma = ctx.saved_tensors
+        ws = ctx.ws
+        if ws is None:
+            raise RuntimeError("the ORGaNICs engine frees its buffers after a backward; retain_graph is unsupported")
+        grad_inputs = torch.empty_like(inputs) if ctx.needs_input_grad[0] else None
+        grad_input_weights, grad_norm, grad_gate = (torch.zeros_like(w) for w in (input_weights, norm, gate))
+        grad_recurrent = None if recurrent is None else torch.zeros_like(recurrent)
+        grad_state0 = torch.empty_like(grad_final, memory_format=torch.contiguous_format)
+        grad_rates = torch.zeros_like(rates, dtype=torch.float64)
+        torch.ops.organics_native.backward(
+            grad_final.contiguous(),
+            None,
+            inputs,
+            input_weights,
+            ws["drives"],
+            ws["states"],
+            ws["h"],
+            ws.get("recs"),
+            rates,
+            recurrent,
+            norm,
+            gate,
+            sigma,
+            ctx.rectified,
+            ctx.rectify,
+            grad_inputs,
+            grad_input_weights,
+            grad_state0,
+            grad_rates,
+            grad_recurrent,
+            grad_norm,
+            grad_gate,
+        )
+        _release(ws)
+        ctx.ws = None
+        grad_rates = grad_rates.to(rates.dtype)
+        return (grad_inputs, grad_input_weights, grad_state0, grad_rates, grad_recurrent, grad_norm, grad_gate) + (
+            None,
+        ) * 3
 
 
 class _Scan(torch.autograd.Function):

@@ -34,7 +34,7 @@ from torch import nn
 
 from organics_bench.models.autoencoder import AutoencodedClassifier
 from organics_bench.models.base import DynamicalModel, LayerSteadyState
-from organics_bench.models.ssn_engine import checked_engine, ssn_scan, ssn_settle
+from organics_bench.models.ssn_engine import backend, checked_engine, ssn_scan, ssn_settle
 
 COUPLING = {"EE": 1.25, "EI": 0.65, "IE": 1.2, "II": 0.5}  # |J_post,pre| of the two-population SSN
 JITTER = 0.5
@@ -127,6 +127,10 @@ class _ReadsExcitatoryFiringRate:
     def recurrent_matrix(self) -> torch.Tensor:
         """The signed recurrent weights W."""
         return self.circuit.weights()
+
+    def engine_backend(self, device: torch.device) -> str:
+        """Which form of the SSN engine runs on `device` (`ssn_engine.backend`)."""
+        return backend(torch.empty(0, device=device), self.engine)
 
 
 class SSN(_ReadsExcitatoryFiringRate, DynamicalModel):

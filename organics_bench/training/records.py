@@ -10,7 +10,7 @@ import subprocess
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cache, cached_property
 from pathlib import Path
 
 import torch
@@ -70,6 +70,16 @@ def git_revision(directory: Path) -> str:
     return rev + ("+dirty" if dirty else "")
 
 
+@cache
+def model_code_hash() -> str:
+    """A short hash of the model code (organics_bench/models: Python, C and C++ sources): what a run's numbers depend
+    on beside its config, so that a run continued by other model code says so."""
+    digest = hashlib.sha1()
+    for path in sorted(p for pattern in ("*.py", "*.c", "*.cpp") for p in (PACKAGE_DIR / "models").glob(pattern)):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:10]
+
+
 def environment(device: str) -> dict:
     """Software and hardware the run used."""
     hardware = (
@@ -108,13 +118,22 @@ class RunRecord:
     n_params: int
     epochs_planned: int
     data: dict = field(default_factory=dict)
+    segments: list[dict] = field(default_factory=list)
     summarize_extra_tests: Callable[[dict[str, float]], dict] | None = field(default=None, repr=False)
 
     @classmethod
     def for_job(
-        cls, config: dict, model_name: str, model: nn.Module, task: object, data: TaskData, provenance: dict
+        cls,
+        config: dict,
+        model_name: str,
+        model: nn.Module,
+        task: object,
+        data: TaskData,
+        provenance: dict,
+        segments: list[dict],
     ) -> RunRecord:
-        """The record of the job `config` (resolved) training `model` on `task`'s `data`."""
+        """The record of the job `config` (resolved) training `model` on `task`'s `data`; `segments` (`Segment`) say
+        which engine and model code trained which epochs."""
         spec = task.spec
         return cls(
             experiment=config["experiment_name"],
@@ -129,6 +148,7 @@ class RunRecord:
                 "spec": vars(spec) | {"metrics": list(spec.metrics), "input_shape": list(spec.input_shape)},
                 **data.record,
             },
+            segments=segments,
             summarize_extra_tests=task.summarize if isinstance(task, SummarizesExtraTests) else None,
         )
 
@@ -139,11 +159,13 @@ class RunRecord:
 
     @cached_property
     def checkpoint_identity(self) -> dict:
-        """What every checkpoint of the run carries to be resumed or evaluated: model, task, resolved config."""
+        """What every checkpoint of the run carries to be resumed or evaluated: model, task, resolved config, and the
+        engines and model code that trained it so far."""
         return {
             "model_name": self.model,
             "task_name": self.task,
             "config_yaml": OmegaConf.to_yaml(OmegaConf.create(self.config)),
+            "segments": self.segments,
         }
 
     def as_dict(self, summary: dict) -> dict:
@@ -161,6 +183,7 @@ class RunRecord:
             "epochs_planned": self.epochs_planned,
             "command": self.provenance["command"],
             "git_revision": self.provenance["git_revision"],
+            "segments": self.segments,
             "env": self.provenance["env"],
             "data": self.data,
             "config_hash": self.config_hash,
@@ -172,6 +195,12 @@ class RunRecord:
         record = self.as_dict(summary)
         write_json_atomic(record, run_dir / "metrics.json")
         return record
+
+
+def segment(from_epoch: int, engine: str, git_revision: str) -> dict:
+    """One stretch of a run's training, from epoch `from_epoch` on: the engine that computed it (`engine_backend`),
+    the model code (`model_code_hash`) and the suite's git revision."""
+    return {"from_epoch": from_epoch, "engine": engine, "model_code": model_code_hash(), "git_revision": git_revision}
 
 
 def provenance(overrides: Sequence[str], device: str) -> dict:

@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from organics_bench.config_checks import construct
 from organics_bench.diagnostics.runner import Diagnostics, DiagnosticsSettings
 from organics_bench.io import write_text_atomic
+from organics_bench.models.base import engine_backend
 from organics_bench.models.build import build_model
 from organics_bench.plots import plot_training_curves
 from organics_bench.training.checkpoint import (
@@ -26,7 +27,7 @@ from organics_bench.training.checkpoint import (
     resumed_config,
 )
 from organics_bench.training.placement import resolve_device, resolve_threads
-from organics_bench.training.records import RunRecord, job_config, provenance, publish
+from organics_bench.training.records import RunRecord, job_config, provenance, publish, segment
 from organics_bench.training.run_dir import previous_attempt
 from organics_bench.training.sinks import WandbSink, read_csv_rows
 from organics_bench.training.trainer import Trainer, TrainerSettings
@@ -66,9 +67,15 @@ def train(cfg: DictConfig) -> dict:
         "optimizer", lambda: instantiate(cfg.optimizer)([p for p in model.parameters() if p.requires_grad])
     )
     scheduler = construct("scheduler", lambda: instantiate(cfg.scheduler)(optimizer))
-    record = RunRecord.for_job(
-        config, model_name, model, task, data, provenance(hydra_cfg.overrides.task, resolve_device(settings.device))
+    device = resolve_device(settings.device)
+    origin = provenance(hydra_cfg.overrides.task, device)
+    here = segment(
+        start.payload["epoch"] if start.payload else 0,
+        engine_backend(model, torch.device(device)),
+        origin["git_revision"],
     )
+    segments = _continued_segments(start, here)
+    record = RunRecord.for_job(config, model_name, model, task, data, origin, segments)
     write_text_atomic(OmegaConf.to_yaml(config), run_dir / "config.yaml")
 
     wandb_sink = _wandb_sink(cfg, record, run_dir, start.payload) if cfg.logger.name == "wandb" else None
@@ -124,6 +131,30 @@ def _starting_point(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> Sta
         cfg = resumed_config(cfg, payload, overrides, checkpoint)
     steps = read_csv_rows(checkpoint.parent.parent / "steps.csv", payload["global_step"])
     return StartingPoint(cfg, checkpoint, payload, steps, payload["model_name"])
+
+
+def _continued_segments(start: StartingPoint, here: dict) -> list[dict]:
+    """The run's segments (`records.segment`) with this process's appended where it computes with another engine
+    or other model code than the checkpoint's last segment, which it says in one line; the config is the same."""
+    if not start.payload:
+        return [here]
+    unknown = {"from_epoch": 0, "engine": "unknown", "model_code": "unknown", "git_revision": "unknown"}
+    segments = list(start.payload.get("segments") or [unknown])
+    last = segments[-1]
+    if (last["engine"], last["model_code"]) == (here["engine"], here["model_code"]):
+        return segments
+    log.warning(
+        "resuming %s at epoch %d with engine %s and model code %s; it was trained by engine %s with model code %s "
+        "(git %s): same config, numbers equal to rounding, not bit for bit; the record lists both",
+        start.checkpoint,
+        here["from_epoch"],
+        here["engine"],
+        here["model_code"],
+        last["engine"],
+        last["model_code"],
+        last["git_revision"],
+    )
+    return [*segments, here]
 
 
 def _wandb_sink(cfg: DictConfig, record: RunRecord, run_dir: Path, payload: dict | None) -> WandbSink:
