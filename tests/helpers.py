@@ -244,6 +244,8 @@ def smoke_data_overrides(model: str, task: str, data_dir: Path) -> list[str]:
         overrides += ["task.download=false", "task.val_size=20"]
     if task == "parity":
         overrides += ["task.n_train=64", "task.n_val=32", "task.n_test=32", "task.test_lengths=[8,40,64]"]
+    if task == "adding":  # "++": the adding experiments share a smoke multirun, whose first compose has no task.n_*
+        overrides += ["++task.n_train=64", "++task.n_val=32", "++task.n_test=32"]
     return overrides
 
 

@@ -18,17 +18,25 @@ def test_benchmark_writes_its_record_and_table(tmp_path):
         "5:6,4",
         "--static-repeats",
         "2",
+        "--scaling-shape",
+        "12:3:6",
+        "--scaling-repeats",
+        "1",
+        "--ssn-static-shape",
+        "3:5,2:4",
+        "--ssn-static-repeats",
+        "1",
     )
     assert result.returncode == 0, result.stderr
     assert "device: cpu" in result.stdout
     (json_path,), (md_path,) = tmp_path.glob("*.json"), tmp_path.glob("*.md")
     record = json.loads(json_path.read_text())
-    assert record["engine_backend"] == "cpu-kernels" and record["flush_denormal"] is True
+    assert record["engine_backend"] == "native" and record["flush_denormal"] is True
     assert record["device"] == "cpu" and record["threads"] == 1 and record["git_revision"]
     (case,) = record["cases"]
     assert (case["steps"], case["batch"], case["units"]) == (12, 3, 6)
     results = case["results"]
-    assert set(results) == {"naive", "engine", "lstm", "ssn-naive", "ssn", "matmuls"}
+    assert set(results) == {"naive", "stepped", "engine", "lstm", "ssn-naive", "ssn", "matmuls"}
     for method, timing in results.items():
         assert timing["runs"] == (1 if method in ("naive", "ssn-naive") else 2), method
         assert 0 < timing["min_s"] <= timing["median_s"] <= timing["max_s"], method
@@ -37,6 +45,15 @@ def test_benchmark_writes_its_record_and_table(tmp_path):
     assert case["speedup_vs_naive"] == results["naive"]["median_s"] / results["engine"]["median_s"]
     assert case["engine_over_lstm"] == results["engine"]["median_s"] / results["lstm"]["median_s"]
     assert case["speedup_bound_by_matmuls"] == results["naive"]["median_s"] / results["matmuls"]["median_s"]
+    assert case["engine_over_matmuls"] == results["engine"]["median_s"] / results["matmuls"]["median_s"]
+    assert case["engine_speedup_vs_stepped"] == results["stepped"]["median_s"] / results["engine"]["median_s"]
+    threads = record["threads_section"]
+    assert (threads["steps"], threads["batch"], threads["units"], threads["threads"]) == (12, 3, 6, [1, 2])
+    assert set(threads["results"]) == {f"{m}@{t}" for m in ("engine", "lstm", "matmuls") for t in (1, 2)}
+    timing = {name: t["median_s"] for name, t in threads["results"].items()}
+    assert threads["speedup"]["engine"]["2"] == timing["engine@1"] / timing["engine@2"]
+    assert threads["speedup"]["lstm"]["1"] == 1.0
+    assert threads["engine_over_matmuls"]["2"] == timing["engine@2"] / timing["matmuls@2"]
     static = record["static"]
     assert (static["batch"], static["layers"], static["lu_backend"]) == (5, [6, 4], "cpu-kernels")
     assert [case["official_diag_a"] for case in static["cases"]] == [False, True]
@@ -45,7 +62,7 @@ def test_benchmark_writes_its_record_and_table(tmp_path):
         assert all(timing["runs"] == 2 for timing in case["results"].values())
         assert case["speedup"] == case["results"]["autograd"]["median_s"] / case["results"]["adjoint"]["median_s"]
     table = md_path.read_text()
-    assert "| 12 x 3 x 6 |" in table and "cpu-kernels" in table
+    assert "| 12 x 3 x 6 |" in table and "native" in table and "| 2 | " in table
     assert "| diag(sqrt(a)) |" in table and "| official_diag_a: diag(a) |" in table
 
 

@@ -13,11 +13,12 @@ def test_rivals_are_timed_beside_organics_and_lstm(tmp_path):
         tmp_path,
         *("--shapes", "12:3:6", "--repeats", "2", "--naive-repeats", "1", "--static-shape", "3:5,2"),
         *("--static-repeats", "1", "--ssn-static-shape", "3:5,2:4", "--ssn-static-repeats", "1"),
+        *("--scaling-threads", "none"),
     )
     assert result.returncode == 0, result.stderr
     (json_path,) = tmp_path.glob("*.json")
     (case,) = json.loads(json_path.read_text())["cases"]
-    assert set(case["results"]) == {"naive", "engine", "lstm", "ssn-naive", "ssn", "matmuls"}  # unchanged
+    assert set(case["results"]) == {"naive", "stepped", "engine", "lstm", "ssn-naive", "ssn", "matmuls"}  # unchanged
     assert set(case["rivals"]) == set(RIVALS)
     lstm, engine = case["results"]["lstm"]["median_s"], case["results"]["engine"]["median_s"]
     for name in RIVALS:

@@ -16,7 +16,7 @@ def test_help_lists_groups_and_choices(tmp_path):
         "model: ",
         "conv_organics",
         "organics_fixed_tau",
-        "task: cifar10, mnist, parity, psmnist, smnist",
+        "task: adding, cifar10, mnist, parity, psmnist, smnist",
         "organics-bench",
     ):
         assert expected in result.stdout, result.stdout

@@ -25,7 +25,14 @@ from tests.helpers import (
 )
 
 MODELS, TASKS = available_choices("model"), available_choices("task")
-TASK_KIND = {"smnist": "sequence", "psmnist": "sequence", "parity": "sequence", "mnist": "static", "cifar10": "static"}
+TASK_KIND = {
+    "smnist": "sequence",
+    "psmnist": "sequence",
+    "parity": "sequence",
+    "adding": "sequence",
+    "mnist": "static",
+    "cifar10": "static",
+}
 KINDS = model_choices_by_kind()
 PAIRS = [(m, t) for t in TASKS for m in KINDS[TASK_KIND[t]]]
 

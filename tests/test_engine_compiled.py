@@ -23,7 +23,7 @@ def compiled_graphs() -> int:
 def device(request, monkeypatch) -> str:
     """The engines as they run on CUDA: every step through their `compiled_steps`."""
     if request.param == "cpu":
-        monkeypatch.setattr(organics_engine, "backend", lambda tensor: "compiled")
+        monkeypatch.setattr(organics_engine, "backend", lambda tensor, engine="auto": "compiled")
         monkeypatch.setattr(ssn_engine, "backend", lambda tensor, engine: "compiled")
     else:
         assert organics_engine.backend(torch.zeros(1, device="cuda")) == "compiled"
@@ -67,9 +67,13 @@ def test_compiled_ssn_steps_match_per_step_forward_and_gradients(power, device):
 
 
 def test_backends_compile_on_cuda_only(monkeypatch):
-    """CPU tensors take the C kernels, or torch steps without a compiler; only CUDA tensors take compiled steps."""
-    assert organics_engine.backend(torch.zeros(1)) == "cpu-kernels"
+    """CPU tensors take the native loop or the C kernels, or torch steps without a compiler; only CUDA tensors take
+    compiled steps."""
+    assert organics_engine.backend(torch.zeros(1)) == "native"
+    assert organics_engine.backend(torch.zeros(1), "stepped") == "cpu-kernels"
     assert ssn_engine.backend(torch.zeros(1)) == "cpu-kernels"
+    monkeypatch.setattr(organics_engine.native_ops, "available", lambda *args: False)
+    assert organics_engine.backend(torch.zeros(1)) == "cpu-kernels"
     monkeypatch.setattr(organics_engine.cpu_kernels, "available", lambda *args: False)
     assert organics_engine.backend(torch.zeros(1)) == "torch"
     assert ssn_engine.backend(torch.zeros(1)) == "torch"

@@ -95,7 +95,7 @@ def test_built_wheel_carries_configs_and_data_and_runs(tmp_path):
         capture_output=True,
         text=True,
     )
-    assert kernels.stdout.strip() == "cpu-kernels", kernels.stderr[-2000:]  # built from the wheel's own source
+    assert kernels.stdout.strip() == "native", kernels.stderr[-2000:]  # built from the wheel's own sources
     run = subprocess.run(
         [
             str(target / "bin" / "organics-bench"),

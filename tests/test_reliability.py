@@ -148,8 +148,7 @@ def test_unusable_results_dir_is_found_before_training(tmp_path, smoke):
     result = run_in_process(*smoke, "publish=true", f"paths.results_dir={blocker}/results", cwd=tmp_path)
     # (it once also passed on any line holding "results", which the path in every such line does)
     assert one_line_error(result) == (
-        f"error: cannot create the output dir {blocker}/results: {blocker} is a "
-        "file; choose another hydra.run.dir / paths.output_dir"
+        f"error: cannot create the output dir {blocker}/results: {blocker} is a file; choose another paths.results_dir"
     )
     assert not (tmp_path / "outputs").exists()
 
@@ -340,16 +339,17 @@ class FiniteLossBadGradient(torch.nn.Module):
         extra = 0 * torch.sqrt(self.w).sum() if self.kind == "nan" else (1e30 * self.w).sum()
         return self.readout_layer(x) + torch.stack([extra, torch.zeros(())])  # one logit: CE is shift-invariant
 
-    def loss(self, x, y):
+    def loss(self, x, y, criterion=torch.nn.functional.cross_entropy):
         logits = self(x)
-        return torch.nn.functional.cross_entropy(logits, y), logits
+        return criterion(logits, y), logits
 
 
 @pytest.mark.parametrize(("kind", "nonfinite_entries"), [("nan", 3), ("overflowing", 0)])
 def test_a_bad_gradient_with_a_finite_loss_is_a_divergence_not_a_crash(tmp_path, kind, nonfinite_entries):
+    from organics_bench.settings import TrainerSettings
     from organics_bench.tasks.base import Split, TaskData
     from organics_bench.training.records import RunRecord
-    from organics_bench.training.trainer import Trainer, TrainerSettings
+    from organics_bench.training.trainer import Trainer
 
     split = Split(torch.randn(8, 2), torch.randint(0, 2, (8,)))
     model = FiniteLossBadGradient(kind)
@@ -368,7 +368,7 @@ def test_a_bad_gradient_with_a_finite_loss_is_a_divergence_not_a_crash(tmp_path,
             seed=0,
             config={},
             n_params=1,
-            provenance={"command": "", "git_revision": "", "env": {}},
+            provenance={"command": "", "git_revision": "", "external_code": [], "env": {}},
             epochs_planned=2,
         ),
     )

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -80,13 +81,19 @@ def probe_spectra(model: DynamicalModel, x: torch.Tensor, fractions: list[float]
     return result
 
 
-def gradient_flow(model: DynamicalModel, x: torch.Tensor, y: torch.Tensor) -> list[float]:
-    """Mean over the probe batch of ||dL/d state_t|| for t = 1..T (L: cross-entropy of the final readout)."""
+def gradient_flow(
+    model: DynamicalModel,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    criterion: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = F.cross_entropy,
+) -> list[float]:
+    """Mean over the probe batch of ||dL/d state_t|| for t = 1..T (L: the task's `criterion`, cross-entropy unless
+    it says otherwise, of the final readout)."""
     state = model.initial_state(x.shape[0])
     states = []
     for t in range(x.shape[1]):
         state = model.step(x[:, t], state)
         states.append(state)
-    loss = F.cross_entropy(model.readout(state), y)
+    loss = criterion(model.readout(state), y)
     grads = torch.autograd.grad(loss, states, allow_unused=True)
     return [0.0 if g is None else g.norm(dim=-1).mean().item() for g in grads]

@@ -11,11 +11,12 @@ steady_state_spectra.{json,png} over `final_inputs` test inputs (static; paper F
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import torch
+import torch.nn.functional as F
 
 from organics_bench.diagnostics.dynamics import gradient_flow, probe_spectra, trajectory
 from organics_bench.diagnostics.plots import (
@@ -27,32 +28,31 @@ from organics_bench.diagnostics.plots import (
 from organics_bench.diagnostics.steady_state import steady_state_spectra
 from organics_bench.io import write_json_atomic
 from organics_bench.models.base import DynamicalModel, HasSteadyState
+from organics_bench.settings import DiagnosticsSettings
 from organics_bench.tasks.base import Split
 
-if TYPE_CHECKING:  # the trainer passes its sink in; importing training here would make a cycle
-    from organics_bench.training.sinks import WandbSink
 
+class MetricsSink(Protocol):
+    """Where measurements are logged as they are made (the trainer's wandb run, `training.sinks.WandbSink`)."""
 
-@dataclass
-class DiagnosticsSettings:
-    """The `diagnostics` config group."""
+    def log(self, scalars: dict[str, float], step: int) -> None: ...
 
-    enabled: bool = True
-    every_n_steps: int = 500
-    probe_size: int = 4
-    spectra_at: list[float] = field(default_factory=lambda: [0.25, 0.5, 1.0])
-    gradient_flow: bool = True
-    trajectories: bool = True
-    final_inputs: int = 1000
+    def log_spectrum(self, spectra: dict, step: int) -> None: ...
 
 
 class Diagnostics:
-    """Owns the probe batch and the history of what was measured on it."""
+    """Owns the probe batch and the history of what was measured on it; gradient flow differentiates `criterion`,
+    the task's loss (cross-entropy unless it says otherwise)."""
 
     def __init__(
-        self, settings: DiagnosticsSettings, run_dir: Path, probe: Split, wandb_sink: WandbSink | None = None
+        self,
+        settings: DiagnosticsSettings,
+        run_dir: Path,
+        probe: Split,
+        wandb_sink: MetricsSink | None = None,
+        criterion: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = F.cross_entropy,
     ) -> None:
-        self.settings, self.run_dir, self.wandb = settings, run_dir, wandb_sink
+        self.settings, self.run_dir, self.wandb, self.criterion = settings, run_dir, wandb_sink, criterion
         self.probe_x, self.probe_y = probe.x[: settings.probe_size], probe.y[: settings.probe_size]
         self.spectra: list[dict] = []
         self.flows: list[dict] = []
@@ -80,7 +80,7 @@ class Diagnostics:
         scalars[f"spectral/{spectra['statistic']}"] = spectra["worst"]
         if self.settings.gradient_flow and isinstance(model, DynamicalModel):
             with torch.enable_grad():
-                norms = gradient_flow(model, self.probe_x, self.probe_y)
+                norms = gradient_flow(model, self.probe_x, self.probe_y, self.criterion)
             flow = {"step": global_step, "epoch": epoch, "grad_norm_by_time": norms}
             self.flows.append(flow)
             write_json_atomic(flow, self.run_dir / "gradient_flow" / f"step_{global_step:06d}.json")

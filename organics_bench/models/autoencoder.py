@@ -10,6 +10,8 @@ For d_input = 784 and code_size = 40 the autoencoder has 662,264 parameters, as 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -58,9 +60,11 @@ class AutoencodedClassifier(StaticModel):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classify(self.encode(x))
 
-    def loss(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(cross-entropy + reconstruction MSE, logits), encoding x once."""
+    def loss(
+        self, x: torch.Tensor, y: torch.Tensor, criterion: Callable[..., torch.Tensor] = F.cross_entropy
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(`criterion` (cross-entropy) + reconstruction MSE, logits), encoding x once."""
         flat = x.flatten(1)
         code = self.autoencoder.encoder(flat)
         logits = self.classify(code)
-        return F.cross_entropy(logits, y) + F.mse_loss(self.autoencoder.decoder(code), flat), logits
+        return criterion(logits, y) + F.mse_loss(self.autoencoder.decoder(code), flat), logits

@@ -19,10 +19,13 @@ class Classifier(nn.Module):
 
     kind = "sequence"
 
-    def loss(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(training loss, logits). Cross-entropy unless a model adds terms (e.g. an autoencoder's reconstruction)."""
+    def loss(
+        self, x: torch.Tensor, y: torch.Tensor, criterion: Callable[..., torch.Tensor] = F.cross_entropy
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(training loss, outputs): the task's `criterion` (cross-entropy unless the task says otherwise), plus any
+        terms a model adds (e.g. an autoencoder's reconstruction)."""
         logits = self(x)
-        return F.cross_entropy(logits, y), logits
+        return criterion(logits, y), logits
 
     def recurrent_matrix(self) -> torch.Tensor | None:
         """The effective recurrent weight matrix whose spectrum is logged each epoch, if the model has one."""
@@ -55,6 +58,66 @@ class DynamicalModel(Classifier):
         for t in range(x.shape[1]):
             state = self.step(x[:, t], state)
         return state
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.readout(self.run_steps(x))
+
+
+class RecurrentLayer(nn.Module):
+    """A recurrent layer with `torch.nn.LSTM`'s conventions, and the cell that the benchmark's classifier of the same
+    model adds a readout to.
+
+    `forward(x, state=None) -> (outputs, final_state)`: x is (time, batch, input_size), or (batch, time, input_size)
+    with `batch_first`; outputs are the layer's outputs after every step, in x's layout (what a cell outputs is said
+    by its class); `state` and `final_state` are the cell's `State`, a NamedTuple of (batch, size) tensors, and a
+    missing `state` is the cell's own initial state. Subclasses set `State` and implement `initial_state`, `step`
+    (the reference: one step on the flat state, the fields of `State` concatenated) and `scan` (all steps at once,
+    tested to match the `step` loop).
+    """
+
+    State: type[tuple]
+
+    def __init__(self, input_size: int, hidden_size: int, batch_first: bool) -> None:
+        super().__init__()
+        self.input_size, self.hidden_size, self.batch_first = input_size, hidden_size, batch_first
+
+    def initial_state(self, batch: int) -> torch.Tensor:
+        """The flat initial state (batch, state_size)."""
+        raise NotImplementedError
+
+    def step(self, x_t: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
+        """One time step: x_t (batch, input_size), flat state (batch, state_size) -> next flat state."""
+        raise NotImplementedError
+
+    def scan(
+        self, inputs: torch.Tensor, state0: torch.Tensor, outputs: bool
+    ) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """(the outputs of every step (time, batch, ...) if `outputs`, else None; the final flat state) for inputs
+        (time, batch, input_size) from the flat state state0 (batch, state_size)."""
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor, state: tuple | None = None) -> tuple[torch.Tensor, tuple]:
+        if x.dim() != 3:
+            raise ValueError(f"{type(self).__name__} takes a batched sequence (3 dims), got shape {tuple(x.shape)}")
+        if isinstance(state, torch.Tensor):
+            raise TypeError(f"{type(self).__name__}: pass the state as its {self.State.__name__}, not one tensor")
+        inputs = x.transpose(0, 1) if self.batch_first else x
+        state0 = self.initial_state(inputs.shape[1]) if state is None else torch.cat(tuple(state), -1)
+        outputs, final = self.scan(inputs, state0, outputs=True)
+        final_state = self.State(*final.chunk(len(self.State._fields), -1))
+        return (outputs.transpose(0, 1) if self.batch_first else outputs), final_state
+
+    def extra_repr(self) -> str:
+        return f"{self.input_size}, {self.hidden_size}" + (", batch_first=True" if self.batch_first else "")
+
+
+class LayerClassifier:
+    """What makes a `RecurrentLayer` plus a readout a `DynamicalModel`, listed first among a classifier's bases (before
+    the layer, then `DynamicalModel`; the classifier adds `readout`): x is (batch, time, d_input), `run_steps` is the
+    layer's `scan` from its initial state without per-step outputs, and `forward` the readout of that state."""
+
+    def run_steps(self, x: torch.Tensor) -> torch.Tensor:
+        return self.scan(x.transpose(0, 1), self.initial_state(x.shape[0]), outputs=False)[1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.readout(self.run_steps(x))

@@ -10,11 +10,15 @@ One explicit-Euler step with time in units of the step (dt = 1), all four update
     b0 <- b0 + dt/tau_b0 * (-b0 + sigmoid(W_b0x x + W_b0y y + W_b0a a))
 
 with z = W_zx x (optionally rectified), W = exp(L) >= 0 and R(y) the recurrence chosen by `recurrence`.
+
+`ORGaNICsLayer` is the cell as a recurrent layer (public as `organics_bench.nn.ORGaNICsLayer`); `Organics`, the
+benchmark's classifier, is that layer plus a linear readout.
 """
 
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -22,18 +26,30 @@ from torch import nn
 
 from organics_bench.equations import initial_log_normalization, normalization_weights
 from organics_bench.models import native_ops
-from organics_bench.models.base import DynamicalModel
+from organics_bench.models.base import DynamicalModel, LayerClassifier, RecurrentLayer
 from organics_bench.models.organics_engine import backend, organics_scan
 
 RECURRENCES = ("spectral_norm", "identity", "unconstrained")
 ENGINES = {"fused": "auto", "native": "native", "stepped": "stepped", "loop": None}  # name -> organics_scan's
 
 
-class Organics(DynamicalModel):
-    """ORGaNICs recurrent classifier; readout is a linear map of y at the last step.
+class ORGaNICsState(NamedTuple):
+    """The state of an ORGaNICs layer, each (batch, hidden_size): principal neurons y, modulators a, input gain b and
+    the gain b0 on sigma."""
+
+    y: torch.Tensor
+    a: torch.Tensor
+    b: torch.Tensor
+    b0: torch.Tensor
+
+
+class ORGaNICsLayer(RecurrentLayer):
+    """The ORGaNICs recurrent layer (`RecurrentLayer`: torch.nn.LSTM's conventions); outputs: the principal neurons y
+    after every step (hidden_size per step); state: `ORGaNICsState` (y, a, b, b0), by default the fixed initial state
+    `state0` drawn at construction (y of unit norm, a and b uniform in [0, 1), b0 = 1).
 
     Args:
-        d_input: input features per step. n_classes: output classes. hidden_size: neurons per population.
+        input_size: input features per step. hidden_size: neurons per population.
         recurrence: how R(y) is formed:
             "spectral_norm" (paper era, default): R(y) = (I + W_r / sigma_max(W_r)) [y]+ with W_r initialised to I,
                 so the recurrence is 2I at init, exactly as the paper-era code behaves (docs/reference-code.md,
@@ -48,13 +64,16 @@ class Organics(DynamicalModel):
             `organics_engine`, at its fastest here: on the CPU its native time loop where that builds, else the
             steps driven from Python), "native" (the native loop, or a UserError where it cannot be built),
             "stepped" (the engine's steps driven from Python, the reference for the native loop) or "loop"
-            (autograd through a per-step loop); all match `step` to rounding.
+            (autograd through a per-step loop); all match `step` to rounding. The engines take the gradient of the
+            outputs at every step inside their own backward through time.
+        batch_first: x and the outputs are (batch, time, features) instead of (time, batch, features).
     """
+
+    State = ORGaNICsState
 
     def __init__(
         self,
-        d_input: int,
-        n_classes: int,
+        input_size: int,
         hidden_size: int = 128,
         recurrence: str = "spectral_norm",
         rectify_input: bool = False,
@@ -64,8 +83,9 @@ class Organics(DynamicalModel):
         dt_tau_max_a: float = 0.005,
         dt_tau_max_b: float = 0.1,
         engine: str = "fused",
+        batch_first: bool = False,
     ) -> None:
-        super().__init__()
+        super().__init__(input_size, hidden_size, batch_first)
         if recurrence not in RECURRENCES:
             raise ValueError(f"recurrence must be one of {RECURRENCES}, got {recurrence!r}")
         if engine not in ENGINES:
@@ -73,8 +93,7 @@ class Organics(DynamicalModel):
         if engine == "native":
             native_ops.require()
         self.engine = engine
-        n, m = hidden_size, d_input
-        self.hidden_size = n
+        n, m = hidden_size, input_size
         self.recurrence = recurrence
         self.rectify_input = rectify_input
         self.clamp_normalization = clamp_normalization
@@ -97,7 +116,6 @@ class Organics(DynamicalModel):
         self.register_buffer("sigma", torch.ones(n))
         y0 = torch.rand(n)
         self.register_buffer("state0", torch.cat([y0 / y0.norm(), torch.rand(n), torch.rand(n), torch.ones(n)]))
-        self.readout_layer = nn.Linear(n, n_classes)
 
     # ----- parameter transforms -------------------------------------------------------------------
     def rates(self) -> torch.Tensor:
@@ -162,26 +180,25 @@ class Organics(DynamicalModel):
     def step(self, x_t: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
         return state + self.vector_field(state, x_t)
 
-    def readout(self, state: torch.Tensor) -> torch.Tensor:
-        return self.readout_layer(state[..., : self.hidden_size])
-
     def engine_backend(self, device: torch.device) -> str:
         """Which implementation runs the sequence on `device`: "loop" or one of the engine's BACKENDS."""
         if self.engine == "loop":
             return "loop"
         return backend(torch.empty(0, device=device, dtype=self.log_W.dtype), ENGINES[self.engine])
 
-    def run_steps(self, x: torch.Tensor) -> torch.Tensor:
+    def scan(
+        self, inputs: torch.Tensor, state0: torch.Tensor, outputs: bool
+    ) -> tuple[torch.Tensor | None, torch.Tensor]:
         """Same numbers as the per-step loop, with the weight transforms and input projections done once; the steps
         run in the sequence engine (`organics_engine`) unless engine="loop"."""
         mats = self._matrices()
         if self.engine != "loop":
             recurrent = None if self.recurrence == "identity" else mats["recurrent"]
             return organics_scan(
-                x.transpose(0, 1),
+                inputs,
                 mats["input"],
                 self.rectify_input,
-                self.initial_state(x.shape[0]),
+                state0,
                 mats["rates"],
                 recurrent,
                 mats["norm"],
@@ -189,11 +206,53 @@ class Organics(DynamicalModel):
                 self.sigma,
                 rectify_recurrence=self.recurrence == "unconstrained",
                 engine=ENGINES[self.engine],
+                outputs=outputs,
             )
-        state = self.initial_state(x.shape[0])
-        for drive in self._drives(x, mats).unbind(1):  # one unbind: indexing per step would cost O(T^2) backward
+        state, ys = state0, []
+        # projected batch-major, the order the classifier's records were made in; one unbind: indexing per step
+        # would cost O(T^2) backward
+        for drive in self._drives(inputs.transpose(0, 1), mats).unbind(1):
             state = state + mats["rates"] * self._derivative(state, drive, mats)
-        return state
+            if outputs:
+                ys.append(state[:, : self.hidden_size])
+        return (torch.stack(ys) if outputs else None), state
+
+
+class Organics(LayerClassifier, ORGaNICsLayer, DynamicalModel):
+    """ORGaNICs recurrent classifier: the ORGaNICs layer (`ORGaNICsLayer`, whose arguments these are, d_input its
+    input_size) and a linear readout of y at the last step. Takes x (batch, time, d_input)."""
+
+    def __init__(
+        self,
+        d_input: int,
+        n_classes: int,
+        hidden_size: int = 128,
+        recurrence: str = "spectral_norm",
+        rectify_input: bool = False,
+        clamp_normalization: bool = False,
+        learn_tau: bool = True,
+        dt_tau_max_y: float = 0.02,
+        dt_tau_max_a: float = 0.005,
+        dt_tau_max_b: float = 0.1,
+        engine: str = "fused",
+    ) -> None:
+        super().__init__(
+            d_input,
+            hidden_size,
+            recurrence,
+            rectify_input,
+            clamp_normalization,
+            learn_tau,
+            dt_tau_max_y,
+            dt_tau_max_a,
+            dt_tau_max_b,
+            engine,
+            batch_first=True,
+        )
+        self.readout_layer = nn.Linear(hidden_size, n_classes)
+
+    def readout(self, state: torch.Tensor) -> torch.Tensor:
+        return self.readout_layer(state[..., : self.hidden_size])
 
 
 def _kaiming(rows: int, cols: int) -> torch.Tensor:

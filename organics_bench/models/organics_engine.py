@@ -26,6 +26,11 @@ On the CPU the whole time loop runs natively where the C++ operators build (`nat
 one call for all forward steps and one for the whole backward through time, the same C kernels and BLAS products
 per step with no Python between them, the batch split across torch's threads. The per-step Python loop above stays
 selectable as the reference (backend "cpu-kernels").
+
+With `outputs`, every backend also returns y after every step (what `ORGaNICsLayer` outputs), copied out of the
+workspace so that no later call overwrites them, and its backward adds their gradients in at their steps. Without
+gradients the native loop then runs up to _CHUNK steps per call, keeping those steps' states, instead of two rolling
+states.
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ _sigmoid_backward = torch.ops.aten.sigmoid_backward
 _threshold_backward = torch.ops.aten.threshold_backward
 _POOL: OrderedDict[tuple, dict[str, torch.Tensor]] = OrderedDict()
 _POOL_SIZE = 2  # workspaces kept for reuse: the latest shape's forward and backward ones
+_CHUNK = 64  # steps per native call in a no-grad forward that keeps y at every step
 BACKENDS = ("native", "cpu-kernels", "compiled", "torch")
 ENGINES = ("auto", "native", "stepped")
 
@@ -59,8 +65,10 @@ def organics_scan(
     sigma: torch.Tensor,
     rectify_recurrence: bool,
     engine: str = "auto",
-) -> torch.Tensor:
-    """Final state of the ORGaNICs recurrence: the same numbers as stepping `Organics.step`, to rounding.
+    outputs: bool = False,
+) -> tuple[torch.Tensor | None, torch.Tensor]:
+    """(y at every step or None, final state) of the ORGaNICs recurrence: the same numbers as stepping
+    `ORGaNICsLayer.step`, to rounding.
 
     Args:
         inputs: (time, batch, m) the sequence x. input_weights: (3n, m) [W_zx; W_bx; W_b0x], so that the drives are
@@ -70,6 +78,8 @@ def organics_scan(
         sigma: (n,), not differentiated. rectify_recurrence: R(y) = [y R^T]+ instead of [y]+ R^T.
         engine: "auto" (the fastest backend here), "native" (the native time loop) or "stepped" (steps driven from
             Python: the C kernels on the CPU, compiled or plain torch steps elsewhere); `backend` says which runs.
+        outputs: also return y after every step, (time, batch, n): entry t is y_{t+1}, the first n entries of the
+            state after step t. Their gradients enter the backward through time at their steps.
     """
     name = backend(inputs, engine)
     rectified = rectify_recurrence and recurrent is not None
@@ -78,13 +88,24 @@ def organics_scan(
     if name == "native":
         native_args = (inputs.contiguous(), input_weights, state0, *_contiguous(args[3:]))
         if grad_needed:
-            return _NativeScan.apply(*native_args, rectified, rectify_input)
-        return _native_forward(*native_args, rectified, rectify_input)
+            return _split(_NativeScan.apply(*native_args, rectified, rectify_input, outputs), outputs)
+        return _native_forward(*native_args, rectified, rectify_input, outputs)
     steps = step_functions(name, inputs.dtype)
     if grad_needed:
-        return _Scan.apply(*args, rectified, rectify_input, steps)
+        return _split(_Scan.apply(*args, rectified, rectify_input, steps, outputs), outputs)
     drives = _project(inputs, input_weights, rectify_input)
-    return _forward(drives, *args[2:], rectified, steps, ws=None)
+    ys = inputs.new_empty(*inputs.shape[:2], state0.shape[1] // 4) if outputs else None
+    return ys, _forward(drives, *args[2:], rectified, steps, ws=None, outputs=ys)
+
+
+def _split(result, outputs: bool) -> tuple[torch.Tensor | None, torch.Tensor]:
+    """(outputs or None, final state) from a scan Function's result: (outputs, final) or final alone."""
+    return result if outputs else (None, result)
+
+
+def _step_outputs(states: torch.Tensor) -> torch.Tensor:
+    """y after every step, (time, batch, n), copied out of a workspace's states (time + 1, batch, 4n)."""
+    return states[1:, :, : states.shape[2] // 4].clone(memory_format=torch.contiguous_format)
 
 
 def backend(tensor: torch.Tensor, engine: str = "auto") -> str:
@@ -162,8 +183,9 @@ def _release(ws: dict[str, torch.Tensor]) -> None:
         _POOL.popitem(last=False)
 
 
-def _forward(drives, state0, rates, recurrent, norm, gate, sigma, rectified, steps, ws):
-    """Run all steps; with a workspace keep what the backward needs in it, else keep only the running state."""
+def _forward(drives, state0, rates, recurrent, norm, gate, sigma, rectified, steps, ws, outputs=None):
+    """Run all steps; with a workspace keep what the backward needs in it, else keep only the running state (and y
+    after every step in `outputs`, (time, batch, n), when given)."""
     rolling = ws is None
     if rolling:  # one step's buffers (two states), reused at every step
         ws = _workspace(1, state0.shape[0], state0.shape[1] // 4, drives, recurrent is not None, backward=False)
@@ -188,6 +210,8 @@ def _forward(drives, state0, rates, recurrent, norm, gate, sigma, rectified, ste
             sigma,
             rectified,
         )
+        if outputs is not None:
+            outputs[t] = s_next[:, : outputs.shape[2]]
     return states[len(drives) % 2].clone() if rolling else states[-1]
 
 
@@ -312,25 +336,53 @@ def _torch_forward_step(s, d, h, u, y_pos, rec, s_next, rates, recurrent, norm, 
     s_next.copy_(torch.lerp(s, h_new, rates))  # s + rates * (h - s)
 
 
-def _native_forward(inputs, input_weights, state0, rates, recurrent, norm, gate, sigma, rectified, rectify):
-    """All steps in one native call, keeping only two rolling states: the no-grad forward."""
-    batch, n = state0.shape[0], state0.shape[1] // 4
-    ws = _workspace(1, batch, n, inputs, recurrent is not None, backward=False)
+def _native_forward(inputs, input_weights, state0, rates, recurrent, norm, gate, sigma, rectified, rectify, outputs):
+    """The no-grad forward: all steps in one native call keeping only two rolling states, or with `outputs` in calls
+    of up to _CHUNK steps that keep those steps' states, y copied out after each."""
+    steps, batch, n = inputs.shape[0], state0.shape[0], state0.shape[1] // 4
     drives = _project(inputs, input_weights, rectify)
-    ws["states"][0] = state0
-    torch.ops.organics_native.forward(
-        drives, ws["states"], ws["h"], ws.get("recs"), rates, recurrent, norm, gate, sigma, rectified, True
-    )
-    final = ws["states"][inputs.shape[0] % 2].clone()
+    if not outputs:
+        ws = _workspace(1, batch, n, inputs, recurrent is not None, backward=False)
+        ws["states"][0] = state0
+        torch.ops.organics_native.forward(
+            drives, ws["states"], ws["h"], ws.get("recs"), rates, recurrent, norm, gate, sigma, rectified, True
+        )
+        final = ws["states"][steps % 2].clone()
+        _release(ws)
+        return None, final
+    chunk = max(1, min(steps, _CHUNK))
+    ws = _workspace(chunk, batch, n, inputs, recurrent is not None, backward=False)
+    states, recs = ws["states"], ws.get("recs")
+    ys = inputs.new_empty(steps, batch, n)
+    states[0] = state0
+    for start in range(0, steps, chunk):
+        length = min(chunk, steps - start)
+        torch.ops.organics_native.forward(
+            drives[start : start + length],
+            states[: length + 1],
+            ws["h"][:length],
+            None if recs is None else recs[:length],
+            rates,
+            recurrent,
+            norm,
+            gate,
+            sigma,
+            rectified,
+            False,
+        )
+        ys[start : start + length] = states[1 : length + 1, :, :n]
+        states[0] = states[length]
+    final = states[0].clone()
     _release(ws)
-    return final
+    return ys, final
 
 
 class _NativeScan(torch.autograd.Function):
-    """`organics_scan` with both passes in native code (`organics_native.cpp`): one call each way."""
+    """`organics_scan` with both passes in native code (`organics_native.cpp`): one call each way. Returns the final
+    state, or (y at every step, final state) with `outputs`."""
 
     @staticmethod
-    def forward(ctx, inputs, input_weights, state0, rates, recurrent, norm, gate, sigma, rectified, rectify):
+    def forward(ctx, inputs, input_weights, state0, rates, recurrent, norm, gate, sigma, rectified, rectify, outputs):
         batch, n = state0.shape[0], state0.shape[1] // 4
         ws = _workspace(inputs.shape[0], batch, n, inputs, recurrent is not None, backward=False)
         drives = _project(inputs, input_weights, rectify, out=ws["drives"])
@@ -340,23 +392,28 @@ class _NativeScan(torch.autograd.Function):
         )
         ctx.rectified, ctx.rectify, ctx.ws = rectified, rectify, ws
         ctx.save_for_backward(inputs, input_weights, rates, recurrent, norm, gate, sigma)
-        return ws["states"][-1].clone()
+        final = ws["states"][-1].clone()
+        if not outputs:
+            return final
+        ctx.set_materialize_grads(False)
+        return _step_outputs(ws["states"]), final
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, grad_final):
+    def backward(ctx, *grads):
         inputs, input_weights, rates, recurrent, norm, gate, sigma = ctx.saved_tensors
         ws = ctx.ws
         if ws is None:
             raise RuntimeError("the ORGaNICs engine frees its buffers after a backward; retain_graph is unsupported")
+        grad_outputs, grad_final = _unpack_grads(grads, ws["states"])
         grad_inputs = torch.empty_like(inputs) if ctx.needs_input_grad[0] else None
         grad_input_weights, grad_norm, grad_gate = (torch.zeros_like(w) for w in (input_weights, norm, gate))
         grad_recurrent = None if recurrent is None else torch.zeros_like(recurrent)
         grad_state0 = torch.empty_like(grad_final, memory_format=torch.contiguous_format)
         grad_rates = torch.zeros_like(rates, dtype=torch.float64)
         torch.ops.organics_native.backward(
-            grad_final.contiguous(),
-            None,
+            grad_final,
+            grad_outputs,
             inputs,
             input_weights,
             ws["drives"],
@@ -383,29 +440,46 @@ class _NativeScan(torch.autograd.Function):
         grad_rates = grad_rates.to(rates.dtype)
         return (grad_inputs, grad_input_weights, grad_state0, grad_rates, grad_recurrent, grad_norm, grad_gate) + (
             None,
-        ) * 3
+        ) * 4
+
+
+def _unpack_grads(grads: tuple, states: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor]:
+    """(gradient of the per-step outputs or None, gradient of the final state), both contiguous, from a scan
+    Function's incoming gradients: (final) or (outputs, final), either of the latter None where unused."""
+    grad_final = grads[-1]
+    if grad_final is None:
+        grad_final = states.new_zeros(states.shape[1:])
+    grad_outputs = grads[0] if len(grads) == 2 else None
+    return None if grad_outputs is None else grad_outputs.contiguous(), grad_final.contiguous()
 
 
 class _Scan(torch.autograd.Function):
-    """`organics_scan` with the backward through time written out."""
+    """`organics_scan` with the backward through time written out. Returns the final state, or (y at every step,
+    final state) with `outputs`."""
 
     @staticmethod
-    def forward(ctx, inputs, input_weights, state0, rates, recurrent, norm, gate, sigma, rectified, rectify, steps):
+    def forward(
+        ctx, inputs, input_weights, state0, rates, recurrent, norm, gate, sigma, rectified, rectify, steps, outputs
+    ):
         batch, n = state0.shape[0], state0.shape[1] // 4
         ws = _workspace(inputs.shape[0], batch, n, inputs, recurrent is not None, backward=False)
         drives = _project(inputs, input_weights, rectify, out=ws["drives"])
         final = _forward(drives, state0, rates, recurrent, norm, gate, sigma, rectified, steps, ws).clone()
         ctx.rectified, ctx.rectify, ctx.ws, ctx.steps = rectified, rectify, ws, steps
         ctx.save_for_backward(inputs, input_weights, rates, recurrent, norm, gate, sigma)
-        return final
+        if not outputs:
+            return final
+        ctx.set_materialize_grads(False)
+        return _step_outputs(ws["states"]), final
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, grad_final):
+    def backward(ctx, *grads):
         inputs, input_weights, rates, recurrent, norm, gate, sigma = ctx.saved_tensors
         rectified, fwd = ctx.rectified, ctx.ws
         if fwd is None:
             raise RuntimeError("the ORGaNICs engine frees its buffers after a backward; retain_graph is unsupported")
+        grad_outputs, grad_final = _unpack_grads(grads, fwd["states"])
         n = rates.shape[0] // 4
         has_matrix = recurrent is not None
         bwd = _workspace(inputs.shape[0], grad_final.shape[0], n, inputs, has_matrix, backward=True)
@@ -418,8 +492,10 @@ class _Scan(torch.autograd.Function):
         weights = (input_weights, norm, gate) + ((recurrent,) if has_matrix else ())
         weight_grads = [torch.zeros_like(w) for w in weights]
         grad_inputs = torch.empty_like(inputs) if ctx.needs_input_grad[0] else None
-        grad_next = grad_final.contiguous()
+        grad_next = bwd["grad"][inputs.shape[0] % 2].copy_(grad_final)  # step t reads [(t + 1) % 2], writes [t % 2]
         for t in reversed(range(inputs.shape[0])):
+            if grad_outputs is not None:  # the output of step t is y_{t + 1}, the state that grad_next belongs to
+                grad_next[:, :n] += grad_outputs[t]
             grad, s = bwd["grad"][t % 2], states[t]
             rec = fwd["recs"][t] if "recs" in fwd else None
             ctx.steps.backward(
@@ -458,6 +534,7 @@ class _Scan(torch.autograd.Function):
             weight_grads[3] if has_matrix else None,
             grad_norm,
             grad_gate,
+            None,
             None,
             None,
             None,

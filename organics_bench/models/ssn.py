@@ -22,18 +22,22 @@ at U(-1, 1) * input_scale / sqrt(d_input) with bias input_scale, so that h is of
 Time steps: the static SSN uses tau_E = 20 ms, tau_I = 10 ms and dt = 2 ms (dt/tau = 0.1, 0.2), so its 200 steps
 are the 0.4 s of settling that Soo & Lengyel simulate; the sequence SSN takes dt/tau_E = 0.02 (the largest
 dt/tau_y of the paper-era ORGaNICs runs) and tau_I = tau_E / 2.
+
+`SSNLayer` is the sequence SSN as a recurrent layer (public as `organics_bench.nn.SSNLayer`); `SSN`, the benchmark's
+sequence classifier, is that layer plus a linear readout of the E firing rate.
 """
 
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from organics_bench.models.autoencoder import AutoencodedClassifier
-from organics_bench.models.base import DynamicalModel, LayerSteadyState
+from organics_bench.models.base import DynamicalModel, LayerClassifier, LayerSteadyState, RecurrentLayer
 from organics_bench.models.ssn_engine import backend, checked_engine, ssn_scan, ssn_settle
 
 COUPLING = {"EE": 1.25, "EI": 0.65, "IE": 1.2, "II": 0.5}  # |J_post,pre| of the two-population SSN
@@ -133,12 +137,65 @@ class _ReadsExcitatoryFiringRate:
         return backend(torch.empty(0, device=device), self.engine)
 
 
-class SSN(_ReadsExcitatoryFiringRate, DynamicalModel):
-    """Sequence SSN: h_t = W_in x_t + bias drives the network one Euler step per input step from u = 0; the
-    readout is linear in the E firing rate. The state is u (batch, n_E + n_I); `vector_field` is in units of one step.
+class SSNState(NamedTuple):
+    """The state of an SSN layer: the voltages u (batch, n_E + n_I), E neurons first."""
 
-    Args: d_input, n_classes; n_excitatory, n_inhibitory; k, power (firing rate k[u]+^power); dt_tau_e, dt_tau_i (dt/tau
-    per population, fixed); input_scale (size of the input drive at init); engine ("auto" or "torch", `ssn_engine`).
+    u: torch.Tensor
+
+
+class SSNLayer(RecurrentLayer):
+    """The sequence SSN as a recurrent layer (`RecurrentLayer`: torch.nn.LSTM's conventions): h_t = W_in x_t + bias
+    drives the network one Euler step per input step; outputs: the firing rates k [u]+^power of all neurons after
+    every step, E neurons first (hidden_size = n_E + n_I); state: `SSNState` (u), zero by default. `vector_field` is
+    in units of one step.
+
+    Args: input_size; n_excitatory, n_inhibitory; k, power (firing rate k[u]+^power); dt_tau_e, dt_tau_i (dt/tau
+    per population, fixed); input_scale (size of the input drive at init); engine ("auto" or "torch", `ssn_engine`;
+    the per-step outputs always come from its torch form); batch_first (x and the outputs (batch, time, features)).
+    """
+
+    State = SSNState
+
+    def __init__(
+        self,
+        input_size: int,
+        n_excitatory: int = 128,
+        n_inhibitory: int = 128,
+        k: float = 0.04,
+        power: float = 2.0,
+        dt_tau_e: float = 0.02,
+        dt_tau_i: float = 0.04,
+        input_scale: float = 10.0,
+        engine: str = "auto",
+        batch_first: bool = False,
+    ) -> None:
+        super().__init__(input_size, n_excitatory + n_inhibitory, batch_first)
+        self.engine = checked_engine(engine)
+        self.circuit = SSNCircuit(input_size, n_excitatory, n_inhibitory, k, power, dt_tau_e, dt_tau_i, input_scale)
+
+    def initial_state(self, batch: int) -> torch.Tensor:
+        return self.circuit.dt_tau.new_zeros(batch, self.circuit.size)
+
+    def vector_field(self, state: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """d u / dt in units of one step, so that step = state + this."""
+        return self.circuit.vector_field(state, self.circuit.input(x))
+
+    def step(self, x_t: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
+        return self.circuit.step(state, self.circuit.input(x_t))
+
+    def scan(
+        self, inputs: torch.Tensor, state0: torch.Tensor, outputs: bool
+    ) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """The `step` loop's numbers from the sequence engine (`ssn_engine`): weights formed and all input drives
+        projected once."""
+        c = self.circuit
+        voltages, final = ssn_scan(c.input(inputs), state0, c.weights(), c.dt_tau, c.k, c.power, self.engine, outputs)
+        return (None if voltages is None else ssn_firing_rate(voltages, c.k, c.power)), final
+
+
+class SSN(LayerClassifier, SSNLayer, _ReadsExcitatoryFiringRate, DynamicalModel):
+    """Sequence SSN classifier: the SSN layer (`SSNLayer`, whose arguments these are, d_input its input_size) from
+    u = 0 and a readout linear in the E firing rate at the last step. Takes x (batch, time, d_input).
     """
 
     def __init__(
@@ -154,30 +211,13 @@ class SSN(_ReadsExcitatoryFiringRate, DynamicalModel):
         input_scale: float = 10.0,
         engine: str = "auto",
     ) -> None:
-        super().__init__()
-        self.engine = checked_engine(engine)
-        self.circuit = SSNCircuit(d_input, n_excitatory, n_inhibitory, k, power, dt_tau_e, dt_tau_i, input_scale)
+        super().__init__(
+            d_input, n_excitatory, n_inhibitory, k, power, dt_tau_e, dt_tau_i, input_scale, engine, batch_first=True
+        )
         self.readout_layer = nn.Linear(n_excitatory, n_classes)
-
-    def initial_state(self, batch: int) -> torch.Tensor:
-        return self.circuit.dt_tau.new_zeros(batch, self.circuit.size)
-
-    def vector_field(self, state: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """d u / dt in units of one step, so that step = state + this."""
-        return self.circuit.vector_field(state, self.circuit.input(x))
-
-    def step(self, x_t: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
-        return self.circuit.step(state, self.circuit.input(x_t))
 
     def readout(self, state: torch.Tensor) -> torch.Tensor:
         return self.rate_readout(state)
-
-    def run_steps(self, x: torch.Tensor) -> torch.Tensor:
-        """The `step` loop's numbers from the sequence engine (`ssn_engine`): weights formed and all input drives
-        projected once."""
-        c = self.circuit
-        drives = c.input(x.transpose(0, 1))  # time-major
-        return ssn_scan(drives, self.initial_state(x.shape[0]), c.weights(), c.dt_tau, c.k, c.power, self.engine)
 
 
 class SSNStatic(_ReadsExcitatoryFiringRate, AutoencodedClassifier):

@@ -8,6 +8,8 @@ forms, same numbers as stepping `SSNCircuit.step`, to rounding:
   "torch": torch operations, any device. The forward pass keeps the voltages and the firing rates of every step;
           the backward pass walks the steps in reverse with one matmul each, and forms W's gradient at the end with
           one large matmul over all steps.
+The voltages of every step (`ssn_scan(..., outputs=True)`) come from the torch form (compiled on CUDA), whose backward
+takes their gradients at their steps; the fused C kernels return the final voltages only.
 Nothing clamps u: a diverging network gives inf/NaN, as the loop does.
 """
 
@@ -48,18 +50,20 @@ def ssn_scan(
     k: float,
     power: float,
     engine: str = "auto",
-) -> torch.Tensor:
-    """Final voltages after len(drives) Euler steps.
+    outputs: bool = False,
+) -> tuple[torch.Tensor | None, torch.Tensor]:
+    """(voltages after every step or None, final voltages) after len(drives) Euler steps.
 
     Args:
         drives: (time, batch, n) input drives h_t. state0: (batch, n) initial voltages. weights: (n, n) signed W.
         dt_tau: (n,) fixed rates r. k, power: the rate nonlinearity phi(u) = k [u]+^power (power >= 1).
         engine: "auto" or "torch" (module docstring).
+        outputs: also return the voltages after every step, (time, batch, n), entry t the state after step t.
     """
     name = backend(drives, engine)
-    if name == "cpu-kernels":
-        return ssn_fused.fused_scan(drives, drives.shape[0], state0, weights, dt_tau, k, power)
-    return _torch_scan(drives, state0, weights, dt_tau, k, power, _steps(name))
+    if name == "cpu-kernels" and not outputs:
+        return None, ssn_fused.fused_scan(drives, drives.shape[0], state0, weights, dt_tau, k, power)
+    return _torch_scan(drives, state0, weights, dt_tau, k, power, _steps(name), outputs)
 
 
 def ssn_settle(
@@ -76,17 +80,25 @@ def ssn_settle(
     name = backend(drive, engine)
     if name == "cpu-kernels":
         return ssn_fused.fused_scan(drive, steps, state0, weights, dt_tau, k, power)
-    return _torch_scan(drive.expand(steps, *drive.shape), state0, weights, dt_tau, k, power, _steps(name))
+    return _torch_scan(drive.expand(steps, *drive.shape), state0, weights, dt_tau, k, power, _steps(name), False)[1]
 
 
-def _torch_scan(drives, state0, weights, dt_tau, k, power, steps):
-    """The torch form; a stride-0 time axis, for a constant drive, is fine."""
+def _torch_scan(drives, state0, weights, dt_tau, k, power, steps, outputs):
+    """The torch form, (voltages after every step if `outputs` else None, final voltages); a stride-0 time axis, for a
+    constant drive, is fine."""
     if torch.is_grad_enabled() and any(t.requires_grad for t in (drives, state0, weights)):
-        return _SSNScan.apply(drives, state0, weights, dt_tau, k, power, steps)
-    u, phi = state0.clone(), torch.empty_like(state0)
-    for h in drives:
-        steps.forward(u, h, phi, u, weights, dt_tau, k, power)
-    return u
+        result = _SSNScan.apply(drives, state0, weights, dt_tau, k, power, steps, outputs)
+        return result if outputs else (None, result)
+    phi = torch.empty_like(state0)
+    if not outputs:
+        u = state0.clone()
+        for h in drives:
+            steps.forward(u, h, phi, u, weights, dt_tau, k, power)
+        return None, u
+    voltages = state0.new_empty(drives.shape[0], *state0.shape)
+    for t, h in enumerate(drives):
+        steps.forward(voltages[t - 1] if t else state0, h, phi, voltages[t], weights, dt_tau, k, power)
+    return voltages, (voltages[-1].clone() if len(drives) else state0.clone())
 
 
 def _forward_step(u, h, phi_out, u_next, weights, dt_tau, k, power) -> None:
@@ -125,8 +137,11 @@ def _steps(name: str) -> _TorchSteps:
 
 
 class _SSNScan(torch.autograd.Function):
+    """The torch form with its backward through time. Returns the final voltages, or (voltages after every step,
+    final voltages) with `outputs`."""
+
     @staticmethod
-    def forward(ctx, drives, state0, weights, dt_tau, k, power, steps):
+    def forward(ctx, drives, state0, weights, dt_tau, k, power, steps, outputs):
         n_steps = drives.shape[0]
         states = state0.new_empty(n_steps + 1, *state0.shape)
         phis = state0.new_empty(n_steps, *state0.shape)
@@ -135,15 +150,21 @@ class _SSNScan(torch.autograd.Function):
             steps.forward(states[t], drives[t], phis[t], states[t + 1], weights, dt_tau, k, power)
         ctx.k, ctx.power, ctx.steps = k, power, steps
         ctx.save_for_backward(states, phis, weights, dt_tau)
-        return states[-1].clone()
+        if not outputs:
+            return states[-1].clone()
+        ctx.set_materialize_grads(False)
+        return states[1:].clone(), states[-1].clone()
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, grad_final):
+    def backward(ctx, *grads):
         states, phis, weights, dt_tau = ctx.saved_tensors
+        grad_outputs, grad_final = grads if len(grads) == 2 else (None, grads[0])
         grad_drives = torch.empty_like(phis)
-        grad = grad_final.contiguous().clone()
+        grad = torch.zeros_like(states[-1]) if grad_final is None else grad_final.contiguous().clone()
         for t in reversed(range(phis.shape[0])):
+            if grad_outputs is not None:  # the output of step t is the state after it, whose gradient grad is
+                grad += grad_outputs[t]
             ctx.steps.backward(grad, states[t], grad_drives[t], weights, dt_tau, ctx.k, ctx.power)
         grad_weights = grad_drives.reshape(-1, grad.shape[-1]).T @ phis.reshape(-1, grad.shape[-1])
-        return grad_drives, grad, grad_weights, None, None, None, None
+        return grad_drives, grad, grad_weights, None, None, None, None, None

@@ -14,7 +14,9 @@ class TaskSpec:
     """What a model needs to know about a task.
 
     `kind` is "sequence" (x: batch, seq_len, d_input) or "static" (x: batch, *input_shape); `d_input` is the
-    size of one step's input (sequence) or of the flattened input (static).
+    size of one step's input (sequence) or of the flattened input (static). `objective` names what the trainer
+    minimises (`tasks/objectives.py`): "cross_entropy" over `n_classes` logits, or "mse" of one output
+    (`n_classes` = 1) against real targets.
     """
 
     name: str
@@ -24,6 +26,7 @@ class TaskSpec:
     input_shape: tuple[int, ...]
     seq_len: int = 1
     metrics: tuple[str, ...] = ("acc",)
+    objective: str = "cross_entropy"
 
 
 @runtime_checkable
@@ -37,7 +40,7 @@ class SummarizesExtraTests(Protocol):
 
 @dataclass
 class Split:
-    """Inputs and integer labels of one split, held in memory."""
+    """Inputs and targets of one split, held in memory: integer labels, or real values for an "mse" task."""
 
     x: torch.Tensor
     y: torch.Tensor

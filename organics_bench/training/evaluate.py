@@ -15,6 +15,7 @@ from organics_bench.config_checks import construct
 from organics_bench.errors import UserError
 from organics_bench.io import write_json_atomic
 from organics_bench.models.build import build_model
+from organics_bench.tasks.objectives import objective
 from organics_bench.training.checkpoint import check_compatible, load_checkpoint, stored_config
 from organics_bench.training.placement import resolve_device, resolve_threads
 from organics_bench.training.records import config_hash, job_config, provenance, publish_evaluation
@@ -45,7 +46,8 @@ def evaluate(cfg: DictConfig) -> dict:
     data = task.load()
     splits = {"val": data.val, "test": data.test, **data.extra_tests}
     batch, limit = cfg.trainer.eval_batch_size, cfg.trainer.limit_eval_batches
-    measured = {name: evaluate_split(model, split, batch, limit, device) for name, split in splits.items()}
+    goal = objective(task.spec.objective)
+    measured = {name: evaluate_split(model, split, batch, limit, device, goal) for name, split in splits.items()}
     resolved = job_config(cfg)
     record = {
         "checkpoint": str(path.resolve()),
@@ -60,7 +62,7 @@ def evaluate(cfg: DictConfig) -> dict:
             for name, (loss, acc) in measured.items()
             for kind, value in (("loss", loss), ("acc", acc))
         },
-        **provenance(HydraConfig.get().overrides.task, str(device)),
+        **provenance(HydraConfig.get().overrides.task, str(device), resolved),
         "config": resolved,
     }
     out = Path(HydraConfig.get().runtime.output_dir) / "evaluation.json"

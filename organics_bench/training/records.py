@@ -4,6 +4,7 @@ publishing runs, evaluations and theory experiments into results/ (docs/runs.md)
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import platform
 import subprocess
@@ -14,6 +15,7 @@ from functools import cache, cached_property
 from pathlib import Path
 
 import torch
+from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
@@ -183,6 +185,7 @@ class RunRecord:
             "epochs_planned": self.epochs_planned,
             "command": self.provenance["command"],
             "git_revision": self.provenance["git_revision"],
+            "external_code": self.provenance["external_code"],
             "segments": self.segments,
             "env": self.provenance["env"],
             "data": self.data,
@@ -203,13 +206,28 @@ def segment(from_epoch: int, engine: str, git_revision: str) -> dict:
     return {"from_epoch": from_epoch, "engine": engine, "model_code": model_code_hash(), "git_revision": git_revision}
 
 
-def provenance(overrides: Sequence[str], device: str) -> dict:
-    """What produced a result: the command that repeats it, the code's git revision, software and hardware."""
+def provenance(overrides: Sequence[str], device: str, config: dict | None = None) -> dict:
+    """What produced a result: the command that repeats it, the suite's git revision, the code from outside the
+    suite that a training or evaluation `config` (resolved) builds (`external_code`), software and hardware."""
     return {
         "command": " ".join(["organics-bench", *overrides]),
         "git_revision": git_revision(PACKAGE_DIR),
+        "external_code": external_code(config) if config else [],
         "env": environment(device),
     }
+
+
+def external_code(config: dict) -> list[dict]:
+    """The model's and the task's classes that come from outside the suite (`_target_` in a module that is not
+    under organics_bench/): per section, the target, its module's file and the sha256 of that file."""
+    found = []
+    for section in ("model", "task"):
+        target = (config.get(section) or {}).get("_target_")
+        origin = Path(inspect.getfile(get_class(target))).resolve() if target else None
+        if origin and PACKAGE_DIR not in origin.parents:
+            digest = hashlib.sha256(origin.read_bytes()).hexdigest()
+            found.append({"section": section, "target": target, "file": str(origin), "sha256": digest})
+    return found
 
 
 def run_results_dir(results_dir: Path, experiment: str, model: str, config_hash_: str) -> Path:

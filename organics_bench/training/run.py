@@ -15,11 +15,13 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from organics_bench.config_checks import construct
-from organics_bench.diagnostics.runner import Diagnostics, DiagnosticsSettings
-from organics_bench.io import write_text_atomic
+from organics_bench.diagnostics.runner import Diagnostics
+from organics_bench.io import copy_atomic, write_text_atomic
 from organics_bench.models.base import engine_backend
 from organics_bench.models.build import build_model
 from organics_bench.plots import plot_training_curves
+from organics_bench.settings import DiagnosticsSettings, TrainerSettings
+from organics_bench.tasks.objectives import objective
 from organics_bench.training.checkpoint import (
     check_compatible,
     load_checkpoint,
@@ -30,7 +32,7 @@ from organics_bench.training.placement import resolve_device, resolve_threads
 from organics_bench.training.records import RunRecord, job_config, provenance, publish, segment
 from organics_bench.training.run_dir import previous_attempt
 from organics_bench.training.sinks import WandbSink, read_csv_rows
-from organics_bench.training.trainer import Trainer, TrainerSettings
+from organics_bench.training.trainer import Trainer
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +44,7 @@ def seed_everything(seed: int) -> None:
 
 
 def train(cfg: DictConfig) -> dict:
-    """Run the training job described by `cfg` in Hydra's output directory; returns the run summary.
+    """Run the training job described by `cfg` in Hydra's output directory; returns its record (metrics.json).
 
     With `resume=<run dir or last.pt>` it continues that run (its stored config, `checkpoint.resumed_config`); a
     job re-run into its own run dir (a requeue) continues from the last.pt it left there.
@@ -68,7 +70,7 @@ def train(cfg: DictConfig) -> dict:
     )
     scheduler = construct("scheduler", lambda: instantiate(cfg.scheduler)(optimizer))
     device = resolve_device(settings.device)
-    origin = provenance(hydra_cfg.overrides.task, device)
+    origin = provenance(hydra_cfg.overrides.task, device, config)
     here = segment(
         start.payload["epoch"] if start.payload else 0,
         engine_backend(model, torch.device(device)),
@@ -80,14 +82,16 @@ def train(cfg: DictConfig) -> dict:
 
     wandb_sink = _wandb_sink(cfg, record, run_dir, start.payload) if cfg.logger.name == "wandb" else None
     diagnostic_settings = DiagnosticsSettings(**config["diagnostics"])
+    goal = objective(task.spec.objective)
     diagnostics = (
-        Diagnostics(diagnostic_settings, run_dir, data.val, wandb_sink)
+        Diagnostics(diagnostic_settings, run_dir, data.val, wandb_sink, goal.loss)
         if diagnostic_settings.enabled and Diagnostics.applies_to(model)
         else None
     )
-    trainer = Trainer(model, data, optimizer, scheduler, settings, run_dir, record, wandb_sink, diagnostics)
+    trainer = Trainer(model, data, optimizer, scheduler, settings, run_dir, record, wandb_sink, diagnostics, goal)
     if start.payload:
         trainer.restore(start.payload, start.steps)
+        _carry_diagnostics(start.checkpoint.parent.parent, run_dir, start.payload["global_step"])
         log.info("resumed from %s at epoch %d", start.checkpoint, trainer.epoch)
     try:
         summary = trainer.fit()
@@ -107,7 +111,7 @@ def train(cfg: DictConfig) -> dict:
     if cfg.publish and cfg.paths.results_dir:
         log.info("results record: %s", publish(run_dir, Path(cfg.paths.results_dir), final))
     _report(summary, run_dir)
-    return summary
+    return final
 
 
 @dataclass
@@ -131,6 +135,17 @@ def _starting_point(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> Sta
         cfg = resumed_config(cfg, payload, overrides, checkpoint)
     steps = read_csv_rows(checkpoint.parent.parent / "steps.csv", payload["global_step"])
     return StartingPoint(cfg, checkpoint, payload, steps, payload["model_name"])
+
+
+def _carry_diagnostics(source: Path, run_dir: Path, global_step: int) -> None:
+    """A run resumed into another dir takes along its diagnostics up to the checkpoint's step (spectra/,
+    gradient_flow/), so that its record, when published, covers the whole run."""
+    if source.resolve() == run_dir.resolve():
+        return
+    for folder in ("spectra", "gradient_flow"):
+        for path in sorted((source / folder).glob("step_*.json")):
+            if int(path.stem.removeprefix("step_")) <= global_step:
+                copy_atomic(path, run_dir / folder / path.name)
 
 
 def _continued_segments(start: StartingPoint, here: dict) -> list[dict]:

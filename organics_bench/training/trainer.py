@@ -12,17 +12,17 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from organics_bench.diagnostics.runner import Diagnostics
+from organics_bench.settings import TrainerSettings
 from organics_bench.tasks.base import Split, TaskData
+from organics_bench.tasks.objectives import CROSS_ENTROPY, Objective
 from organics_bench.training.checkpoint import save_checkpoint
 from organics_bench.training.placement import resolve_device
 from organics_bench.training.records import RunRecord
@@ -32,22 +32,6 @@ log = logging.getLogger(__name__)
 # The record's grad_norm.fraction_above: the fraction of optimizer steps whose total gradient norm exceeds each level
 # (non-finite norms count as above), the same levels for every model so that runs compare.
 GRAD_NORM_LEVELS = (1, 10, 100, 1000)
-
-
-@dataclass
-class TrainerSettings:
-    """The `trainer` config group."""
-
-    epochs: int
-    batch_size: int
-    eval_batch_size: int = 1000
-    device: str = "auto"
-    limit_train_batches: int | None = None
-    limit_eval_batches: int | None = None
-    progress_bar: bool = True
-    num_threads: int | None = None
-    flush_denormal: bool = True
-    keep_epochs_from: int | None = None
 
 
 class Diverged(Exception):
@@ -68,8 +52,10 @@ class Trainer:
         record: RunRecord,
         wandb_sink: WandbSink | None = None,
         diagnostics: Diagnostics | None = None,
+        objective: Objective = CROSS_ENTROPY,
     ) -> None:
         self.model, self.optimizer, self.scheduler, self.settings = model, optimizer, scheduler, settings
+        self.objective = objective
         self.device = torch.device(resolve_device(settings.device))
         self.model.to(self.device)
         self.train, self.val, self.test = (self._to_device(s) for s in (data.train, data.val, data.test))
@@ -256,7 +242,7 @@ class Trainer:
         )
         for index in bar:
             x, y = self.train.x[index], self.train.y[index]
-            loss, logits = self.model.loss(x, y)
+            loss, logits = self.model.loss(x, y, self.objective.loss)
             loss_value = loss.item()
             if not math.isfinite(loss_value):
                 self._diverge(loss_value, f"loss became {loss_value}")
@@ -288,7 +274,7 @@ class Trainer:
                 self.wandb.log(step_row, step=self.global_step)
             bar.set_postfix(loss=f"{loss_value:.3f}", gnorm=f"{grad_stats['train/grad_norm']:.2g}", refresh=False)
             total_loss += loss_value * len(y)
-            correct += (logits.argmax(-1) == y).sum().item()
+            correct += self.objective.hits(logits, y).sum().item()
             seen += len(y)
         return total_loss / seen, correct / seen, grad_norm_max
 
@@ -313,9 +299,14 @@ class Trainer:
         return stats
 
     def evaluate(self, split: Split) -> tuple[float, float]:
-        """Mean cross-entropy and accuracy over a split (or its first `limit_eval_batches` batches)."""
+        """Mean loss and accuracy over a split (or its first `limit_eval_batches` batches)."""
         return evaluate_split(
-            self.model, split, self.settings.eval_batch_size, self.settings.limit_eval_batches, self.device
+            self.model,
+            split,
+            self.settings.eval_batch_size,
+            self.settings.limit_eval_batches,
+            self.device,
+            self.objective,
         )
 
     # ----- helpers ----------------------------------------------------------------------------------
@@ -386,9 +377,14 @@ class Trainer:
 
 @torch.no_grad()
 def evaluate_split(
-    model: nn.Module, split: Split, batch_size: int, limit_batches: int | None, device: torch.device
+    model: nn.Module,
+    split: Split,
+    batch_size: int,
+    limit_batches: int | None,
+    device: torch.device,
+    objective: Objective = CROSS_ENTROPY,
 ) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy of `model` over `split` (or its first `limit_batches` batches)."""
+    """Mean loss and accuracy (`objective`'s) of `model` over `split` (or its first `limit_batches` batches)."""
     model.eval()
     batches = torch.arange(len(split)).split(batch_size)
     if limit_batches:
@@ -397,7 +393,7 @@ def evaluate_split(
     for index in batches:
         x, y = split.x[index].to(device), split.y[index].to(device)
         logits = model(x)
-        total_loss += F.cross_entropy(logits, y, reduction="sum").item()
-        correct += (logits.argmax(-1) == y).sum().item()
+        total_loss += objective.loss(logits, y, reduction="sum").item()
+        correct += objective.hits(logits, y).sum().item()
         seen += len(index)
     return total_loss / seen, correct / seen

@@ -1,0 +1,141 @@
+"""`organics-bench-snapshot`: commit-ready snapshots of unfinished long runs, so that they resume exactly elsewhere.
+
+    organics-bench-snapshot outputs/long/<run dir> [...]   # -> results/in_progress/<experiment>/seed<k>/
+    organics-bench-snapshot --figures                      # redraw every snapshot's training curves (make tables)
+
+A snapshot is the part of a run dir that resuming needs (checkpoints/last.pt, steps.csv, history.csv, the running
+metrics.json, the diagnostics' spectra/ and gradient_flow/), plus progress.json: the epoch reached and the test
+accuracy of the best-validation weights so far (the run's best.pt evaluated on the test split, as `mode=evaluate`
+does). It is written to a temporary folder and renamed over the previous one, so a crash leaves the old snapshot.
+Resume it with `organics-bench resume=results/in_progress/<experiment>/seed<k> hydra.run.dir=<new run dir>`.
+Nothing here is a finished result: the tables show a snapshot as "in progress", never as a seed
+(`paper_table`), and a run is published to results/runs/ only when it finishes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from organics_bench.io import write_json_atomic
+from organics_bench.plots import plot_training_curves
+
+RUN_FILES = ("steps.csv", "history.csv", "metrics.json", "config.yaml")
+RUN_FOLDERS = ("spectra", "gradient_flow")
+PROGRESS = "progress.json"
+
+
+def snapshot_dir(results_dir: Path, experiment: str, seed: int) -> Path:
+    """Where a run's snapshot lives: results/in_progress/<experiment>/seed<k>/."""
+    return results_dir / "in_progress" / experiment / f"seed{seed}"
+
+
+def take_snapshot(run_dir: Path, results_dir: Path, evaluate: bool = True) -> Path:
+    """Copy what resuming `run_dir` needs into its snapshot dir (replacing the last one), with progress.json."""
+    record = json.loads((run_dir / "metrics.json").read_text())
+    if record["status"] != "running":
+        _fail(f"{run_dir} has finished (status {record['status']}): publish it, do not snapshot it")
+    target = snapshot_dir(results_dir, record["experiment"], record["seed"])
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        (staging / "checkpoints").mkdir()
+        shutil.copy2(run_dir / "checkpoints" / "last.pt", staging / "checkpoints" / "last.pt")
+        for name in RUN_FILES:
+            shutil.copy2(run_dir / name, staging / name)
+        for name in RUN_FOLDERS:
+            if (run_dir / name).is_dir():
+                shutil.copytree(run_dir / name, staging / name)
+        best = _best_test_accuracy(run_dir) if evaluate else None
+        progress = {
+            "experiment": record["experiment"],
+            "model": record["model"],
+            "task": record["task"],
+            "seed": record["seed"],
+            "config_hash": record["config_hash"],
+            "epochs_completed": record["epochs_completed"],
+            "epochs_planned": record["epochs_planned"],
+            "best_val_acc": record["metrics"].get("best_val/acc"),
+            "best_epoch": record["metrics"].get("best_epoch"),
+            "best_val_test_acc": best,
+            "segments": record.get("segments", []),
+            "git_revision": record["git_revision"],
+            "hardware": record["env"]["hardware"],
+            "resume": f"organics-bench resume={target} hydra.run.dir=<new run dir>",
+        }
+        write_json_atomic(progress, staging / PROGRESS)
+        old = target.with_name(f".{target.name}.old")
+        if target.exists():
+            os.replace(target, old)
+        os.replace(staging, target)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    draw_figure(target, results_dir / "figures")
+    return target
+
+
+def _best_test_accuracy(run_dir: Path) -> float | None:
+    """The test accuracy of the run's best-validation weights (checkpoints/best.pt), by `mode=evaluate`."""
+    with tempfile.TemporaryDirectory() as out:
+        command = [
+            sys.executable,
+            "-m",
+            "organics_bench",
+            "mode=evaluate",
+            f"checkpoint={run_dir / 'checkpoints' / 'best.pt'}",
+            "trainer.num_threads=1",
+            "trainer.progress_bar=false",
+            "logger=none",
+            f"hydra.run.dir={out}",
+        ]
+        result = subprocess.run(command, capture_output=True, text=True)
+        if result.returncode != 0:
+            _fail(f"evaluating {run_dir}'s best.pt failed: {result.stderr.strip()[-300:]}")
+        return json.loads((Path(out) / "evaluation.json").read_text())["metrics"].get("test/acc")
+
+
+def read_progress(results_dir: Path, experiment: str) -> list[dict]:
+    """The progress.json of every snapshot of `experiment`, by seed."""
+    folder = results_dir / "in_progress" / experiment
+    return [json.loads(p.read_text()) for p in sorted(folder.glob(f"seed*/{PROGRESS}"))]
+
+
+def draw_figure(snapshot: Path, figures_dir: Path) -> Path:
+    """The snapshot's training curves, as results/figures/<experiment>.seed<k>.in_progress.png."""
+    progress = json.loads((snapshot / PROGRESS).read_text())
+    with (snapshot / "history.csv").open(newline="") as handle:
+        history = list(csv.DictReader(handle))
+    label = f"{progress['model']} seed {progress['seed']}"
+    title = f"{progress['experiment']}: in progress, epoch {progress['epochs_completed']}/{progress['epochs_planned']}"
+    figure = figures_dir / f"{progress['experiment']}.seed{progress['seed']}.in_progress.png"
+    return plot_training_curves({label: history}, figure, title=title)
+
+
+def _fail(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point."""
+    parser = argparse.ArgumentParser(prog="organics-bench-snapshot", description=__doc__.split("\n\n")[0])
+    parser.add_argument("run_dirs", nargs="*", type=Path, help="run dirs of unfinished runs")
+    parser.add_argument("--results-dir", type=Path, default=Path("results"), help="holds in_progress/")
+    parser.add_argument("--no-evaluate", action="store_true", help="skip the test accuracy of the best weights")
+    parser.add_argument("--figures", action="store_true", help="redraw the training curves of every snapshot")
+    args = parser.parse_args(argv)
+    for run_dir in args.run_dirs:
+        if not (run_dir / "metrics.json").is_file() or not (run_dir / "checkpoints" / "last.pt").is_file():
+            _fail(f"{run_dir} is not a run dir with a checkpoint (metrics.json, checkpoints/last.pt)")
+        print(f"snapshot: {take_snapshot(run_dir, args.results_dir, evaluate=not args.no_evaluate)}")
+    if args.figures:
+        for progress in sorted((args.results_dir / "in_progress").glob(f"*/seed*/{PROGRESS}")):
+            print(f"figure: {draw_figure(progress.parent, args.results_dir / 'figures')}")

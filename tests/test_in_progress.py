@@ -1,0 +1,146 @@
+"""Long runs across sessions: snapshots of unfinished runs (organics-bench-snapshot), resuming from one, the engine
+segments a run records, and the tables showing a snapshot as in progress, never as a finished seed."""
+
+import json
+import shutil
+
+import pytest
+
+from organics_bench import in_progress, paper_table
+from tests.helpers import read_metrics, run_in_process, smoke_overrides
+
+
+@pytest.fixture
+def smoke(tmp_path):
+    return [*smoke_overrides("organics", "smnist", tmp_path / "data"), "diagnostics=none"]
+
+
+@pytest.fixture
+def interrupted_run(tmp_path, smoke):
+    """A run dir as a long run leaves it between epochs: checkpoints, history, metrics.json with status running
+    (a finished one-epoch run whose status is set back, as a kill after its checkpoint would leave it)."""
+    run_dir = tmp_path / "long"
+    result = run_in_process(*smoke, "trainer.epochs=1", f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    record = read_metrics(run_dir)
+    (run_dir / "metrics.json").write_text(json.dumps(record | {"status": "running"}))
+    return run_dir
+
+
+def test_a_snapshot_resumes_the_run_where_it_stopped(tmp_path, interrupted_run):
+    results = tmp_path / "results"
+    in_progress.main([str(interrupted_run), "--results-dir", str(results)])
+    record = read_metrics(interrupted_run)
+    snapshot = results / "in_progress" / record["experiment"] / "seed0"
+    assert (snapshot / "checkpoints" / "last.pt").is_file() and (snapshot / "steps.csv").is_file()
+    progress = json.loads((snapshot / "progress.json").read_text())
+    assert progress["epochs_completed"] == 1 and progress["epochs_planned"] == 1
+    evaluation_dir = tmp_path / "evaluation"
+    run_in_process("mode=evaluate", f"checkpoint={interrupted_run}", f"hydra.run.dir={evaluation_dir}", cwd=tmp_path)
+    expected = json.loads((evaluation_dir / "evaluation.json").read_text())["metrics"]["test/acc"]
+    assert progress["best_val_test_acc"] == pytest.approx(expected)
+    assert (results / "figures" / f"{record['experiment']}.seed0.in_progress.png").stat().st_size > 10_000
+    assert not [p for p in snapshot.parent.iterdir() if p.name.startswith(".")]  # no staging folder left
+
+    resumed = tmp_path / "resumed"
+    result = run_in_process(f"resume={snapshot}", "trainer.epochs=2", f"hydra.run.dir={resumed}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    continued = read_metrics(resumed)
+    assert continued["epochs_completed"] == 2 and continued["status"] == "ok"
+    assert [s["from_epoch"] for s in continued["segments"]] == [0]  # same engine and model code: one segment
+
+
+def test_a_finished_run_or_a_non_run_is_refused_in_one_line(tmp_path, interrupted_run, capsys):
+    record = read_metrics(interrupted_run)
+    (interrupted_run / "metrics.json").write_text(json.dumps(record | {"status": "ok"}))
+    with pytest.raises(SystemExit) as exit_info:
+        in_progress.main([str(interrupted_run), "--results-dir", str(tmp_path / "results"), "--no-evaluate"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and "has finished (status ok)" in err and len(err.splitlines()) == 1
+    with pytest.raises(SystemExit) as exit_info:
+        in_progress.main([str(tmp_path), "--results-dir", str(tmp_path / "results")])
+    assert exit_info.value.code == 2
+    assert not (tmp_path / "results" / "in_progress").exists()
+
+
+def test_resuming_with_another_engine_says_so_and_records_both(tmp_path, smoke):
+    first, second = tmp_path / "first", tmp_path / "second"
+    result = run_in_process(*smoke, "trainer.epochs=1", "model.engine=stepped", f"hydra.run.dir={first}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    result = run_in_process(
+        f"resume={first}", "trainer.epochs=2", "model.engine=fused", f"hydra.run.dir={second}", cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr
+    said = [line for line in (result.stdout + result.stderr).splitlines() if "trained by engine cpu-kernels" in line]
+    assert len(said) == 1 and "with engine native" in said[0] and "at epoch 1" in said[0]
+    segments = read_metrics(second)["segments"]
+    assert [(s["from_epoch"], s["engine"]) for s in segments] == [(0, "cpu-kernels"), (1, "native")]
+    assert segments[0]["model_code"] == segments[1]["model_code"]
+
+
+def test_the_paper_table_shows_a_snapshot_as_in_progress_never_as_a_seed(tmp_path):
+    (experiment,) = [e for e in paper_table.paper_experiments() if e.name == "table2_organics64_psmnist"]
+    results = tmp_path / "results"
+    snapshot = in_progress.snapshot_dir(results, experiment.name, 0)
+    snapshot.mkdir(parents=True)
+    progress = {
+        "seed": 0,
+        "config_hash": experiment.hash,
+        "epochs_completed": 42,
+        "epochs_planned": 300,
+        "best_epoch": 40,
+        "best_val_test_acc": 0.8123,
+    }
+    (snapshot / "progress.json").write_text(json.dumps(progress))
+    row = paper_table.table_row(experiment, results)
+    assert row["ours"] == "in progress: epoch 42/300, best-val test so far 81.23 (epoch 40)"
+    assert row["seeds (diverged)"] == "-" and row["delta"] == "-"
+
+    finished = results / "runs" / experiment.name / "organics" / experiment.hash
+    finished.mkdir(parents=True)
+    record = {
+        "model": "organics",
+        "config": experiment.config,
+        "status": "ok",
+        "seed": 1,
+        "metrics": {"test/acc": 0.9},
+        "epochs_completed": 300,
+        "time": {"per_epoch_s": 60.0},
+        "env": {"hardware": "cpu", "torch": "2"},
+        "n_params": 25674,
+    }
+    (finished / "seed1.json").write_text(json.dumps(record))
+    row = paper_table.table_row(experiment, results)
+    assert row["ours"].startswith("90.00 ± 0.00; in progress: epoch 42/300")
+    assert row["seeds (diverged)"] == "1 (0)" and row["delta"] == "+0.10"  # the paper's protocol: 90.00 - 89.9
+    shutil.rmtree(snapshot)
+    assert paper_table.table_row(experiment, results)["ours"] == "90.00 ± 0.00"
+
+
+def test_reduced_rows_get_no_delta_and_the_paper_s_pairs_are_compared_at_equal_scale(tmp_path):
+    experiments = paper_table.paper_experiments()
+    by_name = {e.name: e for e in experiments}
+    results = tmp_path / "results"
+    accuracies = {"cpu_table2_organics64_psmnist": [0.80, 0.82, 0.81], "cpu_table2_lstm64_psmnist": [0.70, 0.90]}
+    for name, accs in accuracies.items():
+        folder = results / "runs" / name / "m" / by_name[name].hash
+        folder.mkdir(parents=True)
+        for seed, acc in enumerate(accs):
+            record = {
+                "model": "m",
+                "config": by_name[name].config,
+                "status": "ok",
+                "seed": seed,
+                "metrics": {"test/acc": acc},
+                "epochs_completed": 20,
+                "time": {"per_epoch_s": 1.0},
+                "env": {"hardware": "cpu", "torch": "2"},
+                "n_params": 1,
+            }
+            (folder / f"seed{seed}.json").write_text(json.dumps(record))
+    row = paper_table.table_row(by_name["cpu_table2_organics64_psmnist"], results)
+    assert row["ours"] == "81.00 ± 1.00" and row["delta"] == "-"  # reduced protocol: no delta against the paper
+    (pair,) = paper_table.comparisons(experiments, results)
+    assert pair["difference"] == "+1.00" and pair["seeds"] == "3 vs 2"
+    assert pair["exceeds the spread over seeds"] == "no"  # 1.00 < the LSTM's std of 14.14
