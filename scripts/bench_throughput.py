@@ -282,8 +282,12 @@ def time_cases(cases: dict, repeats: dict[str, int]) -> dict[str, list[float]]:
 
 
 def peak_memory_mb(method: str, steps: int, batch: int, units: int, device: str) -> float:
-    """Peak memory growth (MiB) over one forward + backward, in this process (called in a fresh one)."""
+    """Peak memory growth (MiB) over one forward + backward, in this process (called in a fresh one). The engines'
+    compiled libraries are loaded first: their code is not memory that BPTT uses."""
     case = make_case(method, steps, batch, units, device)
+    for engine in ("auto", "stepped"):
+        backend(torch.empty(0, device=device), engine)
+    ssn_backend(torch.empty(0, device=device))
     if device.startswith("cuda"):
         torch.cuda.synchronize()
         before = torch.cuda.memory_allocated()
