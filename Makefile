@@ -14,7 +14,7 @@ comma := ,
 space := $(empty) $(empty)
 
 .DEFAULT_GOAL := help
-.PHONY: help install data demo test lint format test-fast smoke theory bench snapshot cuda-check reproduce-table1 reproduce-table2 reproduce-table2-cpu tables wandb-sync \
+.PHONY: help install data demo test lint format test-fast smoke theory bench bench-epoch snapshot cuda-check reproduce-table1 reproduce-table2 reproduce-table2-cpu tables wandb-sync \
 	clean clean-outputs
 
 help: ## List the targets
@@ -62,6 +62,9 @@ bench: install ## Throughput: ORGaNICs per-step vs engine vs nn.LSTM, the rival 
 snapshot: install ## Commit-ready snapshots of the unfinished long runs under outputs/long/ -> results/in_progress/ (resume: results/in_progress/README.md)
 	$(BIN)/organics-bench-snapshot $$(for d in outputs/long/*/; do [ -f $$d/metrics.json ] && grep -q '"status": "running"' $$d/metrics.json && echo $$d; done)
 
+bench-epoch: install ## One real epoch of paper/table2_organics64_psmnist at 1 and 2 threads (needs `make data`; pause other runs) -> results/bench/epoch_<host>.md
+	$(PY) scripts/bench_epoch.py
+
 cuda-check: install ## On a CUDA machine: the compiled engines against the per-step form there, then make bench at the paper's shapes
 	$(PY) -m pytest -q tests/test_engine_compiled.py
 	$(PY) scripts/bench_throughput.py --device cuda --shapes paper64,paper128
@@ -105,7 +108,7 @@ long-sequences: install ## Parity and adding-problem tables and figures, gradien
 	$(BIN)/organics-bench-long-sequences
 
 tables: install ## results/tables/paper.{md,csv} (the paper's tables beside ours), per-experiment tables and figures, in-progress curves
-	$(BIN)/organics-bench-tables --readme README.md
+	$(BIN)/organics-bench-tables --readme docs/results.md
 	$(BIN)/organics-bench-snapshot --figures
 	@for dir in results/runs/*/; do name=$$(basename $$dir); [ $$name = stability_leaderboard ] && continue; \
 		$(BIN)/organics-bench-report $$dir --table results/tables/$$name.md --figure results/figures/$$name.png; done
