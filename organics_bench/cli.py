@@ -10,6 +10,7 @@ import signal
 import sys
 import tempfile
 import threading
+import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -255,12 +256,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     arguments.import_from_config_dirs(args)
     if run_dir_override := arguments.stored_run_dir(args):
         args.append(run_dir_override)
-    saved_argv = sys.argv
+    saved_argv, saved_format = sys.argv, warnings.formatwarning
     sys.argv = [saved_argv[0] if saved_argv else "organics-bench", *args]
+    warnings.formatwarning = _one_line_warning
     try:
         _hydra_entry()
     finally:
-        sys.argv = saved_argv
+        sys.argv, warnings.formatwarning = saved_argv, saved_format
+
+
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:
+    """A warning as the command line prints it: one line, like its `error:` lines, without the source line."""
+    return f"warning: {message} ({category.__name__})\n"
 
 
 if __name__ == "__main__":

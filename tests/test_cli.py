@@ -120,3 +120,26 @@ def test_multirun_sweeps_two_models(tmp_path):
         (read_metrics(d) for d in sweep.iterdir() if (d / "metrics.json").exists()), key=lambda r: r["model"]
     )
     assert [(r["model"], r["status"], r["global_step"]) for r in records] == [("lstm", "ok", 2), ("organics", "ok", 2)]
+
+
+def test_a_native_engine_that_cannot_be_built_is_one_warning_line_and_the_run_goes_on(tmp_path):
+    """No C++ compiler: the run trains on the stepped engine after one `warning:` line (no source line, no traceback);
+    asking for the native engine explicitly is one `error:` line, exit 2, and no run dir."""
+    env = {"CXX": str(tmp_path / "no-such-compiler"), "ORGANICS_BENCH_CACHE": str(tmp_path / "cache")}
+    smoke = ["model=organics", "task=smnist", "task.source=bundled", "debug=smoke", "trainer.progress_bar=false"]
+    result = run_cli(*smoke, f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path, env=env)
+    assert result.returncode == 0, result.stderr
+    said = [line for line in result.stderr.splitlines() if "native time loop unavailable" in line]
+    assert said == [
+        "warning: ORGaNICs engine: native time loop unavailable (no C++ compiler found (set CXX)); "
+        "using the per-step C kernels (RuntimeWarning)"
+    ]
+    assert "Traceback" not in result.stderr and "native_ops" not in result.stderr
+    assert read_metrics(tmp_path / "run")["segments"][0]["engine"] == "cpu-kernels"
+    refused = run_cli(*smoke, "model.engine=native", f"hydra.run.dir={tmp_path / 'native'}", cwd=tmp_path, env=env)
+    assert refused.returncode == 2
+    assert one_line_error(refused) == (
+        "error: the native ORGaNICs engine cannot be built here (no C++ compiler found (set CXX)); "
+        "use model.engine=fused"
+    )
+    assert not (tmp_path / "native").exists()

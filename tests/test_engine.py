@@ -150,7 +150,7 @@ def test_without_a_compiler_the_engine_says_so_once_and_computes_the_same(tmp_pa
     monkeypatch.setenv("CC", str(tmp_path / "no-such-compiler"))
     monkeypatch.setenv("CXX", str(tmp_path / "no-such-compiler"))
     cpu_kernels.load.cache_clear()
-    native_ops.build_error.cache_clear()
+    native_ops.reset()
     try:
         with pytest.warns(RuntimeWarning) as said:
             assert organics_engine.backend(x) == "torch"
@@ -160,7 +160,7 @@ def test_without_a_compiler_the_engine_says_so_once_and_computes_the_same(tmp_pa
             Organics(1, 10, 4, engine="native")
     finally:
         cpu_kernels.load.cache_clear()
-        native_ops.build_error.cache_clear()
+        native_ops.reset()
     messages = [str(w.message) for w in said]
     assert len(messages) == 2
     assert "native time loop unavailable (no C++ compiler found (set CXX)); using the per-step C kernels" in messages[0]
@@ -174,12 +174,12 @@ def test_a_failed_native_build_is_one_warning_and_the_stepped_engine(tmp_path, m
     """A compiler error (here an unknown flag) leaves no traceback: one warning line, the Python-stepped C kernels."""
     monkeypatch.setenv("ORGANICS_BENCH_CACHE", str(tmp_path))
     monkeypatch.setattr(native_ops, "FLAGS", [*native_ops.FLAGS, "-fno-such-flag-anywhere"])
-    native_ops.build_error.cache_clear()
+    native_ops.reset()
     try:
         with pytest.warns(RuntimeWarning, match="native time loop unavailable .*no-such-flag-anywhere") as said:
             assert organics_engine.backend(torch.zeros(2, 3)) == "cpu-kernels"
     finally:
-        native_ops.build_error.cache_clear()
+        native_ops.reset()
     assert len(said) == 1 and len(str(said[0].message).splitlines()) == 1
 
 

@@ -29,30 +29,44 @@ NAMESPACE = "organics_native"
 
 
 def available(tensor: torch.Tensor) -> bool:
-    """Whether the native loop can run on this tensor's device and dtype (building it if needed)."""
+    """Whether the native loop can run on this tensor's device and dtype (building it if needed; where it cannot be
+    built, one warning says why)."""
     return tensor.device.type == "cpu" and tensor.dtype in cpu_kernels.REALS and build_error() is None
 
 
 def require() -> None:
     """Build the native loop, or raise a UserError saying why it cannot be built here."""
-    error = build_error()
-    if error is not None:
-        raise UserError(f"the native ORGaNICs engine cannot be built here ({error}); use model.engine=fused")
+    reason = _build_failure()
+    if reason is not None:
+        raise UserError(f"the native ORGaNICs engine cannot be built here ({reason}); use model.engine=fused")
 
 
 @cache
 def build_error() -> str | None:
-    """None once the operators are loaded, else why they could not be built (said once, as a warning)."""
-    try:
-        _load()
-    except Exception as error:  # a compiler's or ninja's failure, of whatever type cpp_extension raises
-        reason = _reason(error)
+    """None once the operators are loaded, else why they could not be built, said once as a warning."""
+    reason = _build_failure()
+    if reason is not None:
         warnings.warn(
             f"ORGaNICs engine: native time loop unavailable ({reason}); using the per-step C kernels",
             RuntimeWarning,
             stacklevel=3,
         )
-        return reason
+    return reason
+
+
+def reset() -> None:
+    """Forget the build's outcome, so that the next use builds (or fails) again: after installing a compiler."""
+    build_error.cache_clear()
+    _build_failure.cache_clear()
+
+
+@cache
+def _build_failure() -> str | None:
+    """None once the operators are loaded, else the last line of why they could not be built."""
+    try:
+        _load()
+    except Exception as error:  # a compiler's or ninja's failure, of whatever type cpp_extension raises
+        return _reason(error)
     return None
 
 
