@@ -65,11 +65,7 @@ struct Kernels<float> {
     static constexpr auto forward_finish = kernels_float::forward_finish;
     static constexpr auto backward_prepare = kernels_float::backward_prepare;
     static constexpr auto backward_finish = kernels_float::backward_finish;
-    static void gemm(const char *ta, const char *tb, const int *m, const int *n, const int *k, const float *alpha,
-                     const float *a, const int *lda, const float *b, const int *ldb, const float *beta, float *c,
-                     const int *ldc) {
-        sgemm_(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
-    }
+    static constexpr auto gemm = sgemm_;
 };
 template <>
 struct Kernels<double> {
@@ -77,11 +73,7 @@ struct Kernels<double> {
     static constexpr auto forward_finish = kernels_double::forward_finish;
     static constexpr auto backward_prepare = kernels_double::backward_prepare;
     static constexpr auto backward_finish = kernels_double::backward_finish;
-    static void gemm(const char *ta, const char *tb, const int *m, const int *n, const int *k, const double *alpha,
-                     const double *a, const int *lda, const double *b, const int *ldb, const double *beta,
-                     double *c, const int *ldc) {
-        dgemm_(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
-    }
+    static constexpr auto gemm = dgemm_;
 };
 
 /* Row-major C (rows x cols) = beta C + op(A) op(B), op(X) = X^T where asked, through the column-major BLAS
