@@ -185,22 +185,28 @@ def test_a_failed_native_build_is_one_warning_and_the_stepped_engine(tmp_path, m
 
 def test_the_native_loop_checks_its_tensors_before_reading_them():
     """Non-contiguous or mixed-dtype tensors reach the native loop only after a check that says which rule failed."""
-    batch, n, steps = 3, 4, 5
-    drives, states, h = (
-        torch.zeros(steps, batch, 3 * n),
+    batch, n, steps, m = 3, 4, 5, 2
+    inputs, input_weights, states, h = (
+        torch.zeros(steps, batch, m),
+        torch.zeros(3 * n, m),
         torch.zeros(steps + 1, batch, 4 * n),
         torch.zeros(steps, batch, 4 * n),
     )
     rates, sigma, norm, gate = torch.full((4 * n,), 0.1), torch.ones(n), torch.eye(n), torch.zeros(2 * n, 2 * n)
     native_ops.require()
-    native = torch.ops.organics_native.forward
+
+    def native(*args):
+        return torch.ops.organics_native.forward(inputs, *args, False, False)
+
     with pytest.raises(RuntimeError, match="contiguous, on the CPU and of dtype"):
-        native(drives, states, h, None, rates, None, torch.randn(n, n).T, gate, sigma, False, False)
+        native(input_weights, False, states, h, None, rates, None, torch.randn(n, n).T, gate, sigma)
     with pytest.raises(RuntimeError, match="contiguous, on the CPU and of dtype"):
-        native(drives, states, h, None, rates.double(), None, norm, gate, sigma, False, False)
+        native(input_weights, False, states, h, None, rates.double(), None, norm, gate, sigma)
+    with pytest.raises(RuntimeError, match="contiguous, on the CPU and of dtype"):
+        native(torch.zeros(m, 3 * n).T, False, states, h, None, rates, None, norm, gate, sigma)
     with pytest.raises(RuntimeError, match="recs and recurrent must be given together"):
-        native(drives, states, h, None, rates, norm, norm, gate, sigma, False, False)
-    native(drives, states, h, None, rates, None, norm, gate, sigma, False, False)
+        native(input_weights, False, states, h, None, rates, norm, norm, gate, sigma)
+    native(input_weights, False, states, h, None, rates, None, norm, gate, sigma)
     assert states[-1].isfinite().all()
 
 

@@ -24,8 +24,9 @@ a few kernels around its matrix products, instead of about forty launches per st
 
 On the CPU the whole time loop runs natively where the C++ operators build (`native_ops`, `organics_native.cpp`):
 one call for all forward steps and one for the whole backward through time, the same C kernels and BLAS products
-per step with no Python between them, the batch split across torch's threads. The per-step Python loop above stays
-selectable as the reference (backend "cpu-kernels").
+per step with no Python between them, the batch split across torch's threads. It forms each step's drives in the
+loop (both ways) instead of keeping them, which saves a (time, batch, 3n) array written once and read twice. The
+per-step Python loop above stays selectable as the reference (backend "cpu-kernels").
 
 With `outputs`, every backend also returns y after every step (what `ORGaNICsLayer` outputs), copied out of the
 workspace so that no later call overwrites them, and its backward adds their gradients in at their steps. Without
@@ -86,7 +87,7 @@ def organics_scan(
     args = (inputs, input_weights, state0, rates.contiguous(), recurrent, norm, gate, sigma.contiguous())
     grad_needed = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in args[:7])
     if name == "native":
-        native_args = (inputs.contiguous(), input_weights, state0, *_contiguous(args[3:]))
+        native_args = (inputs.contiguous(), input_weights.contiguous(), state0, *_contiguous(args[3:]))
         if grad_needed:
             return _split(_NativeScan.apply(*native_args, rectified, rectify_input, outputs), outputs)
         return _native_forward(*native_args, rectified, rectify_input, outputs)
@@ -148,11 +149,12 @@ def _project(
 
 
 def _workspace(
-    steps: int, batch: int, n: int, like: torch.Tensor, has_matrix: bool, backward: bool
+    steps: int, batch: int, n: int, like: torch.Tensor, has_matrix: bool, backward: bool, drives: bool = True
 ) -> dict[str, torch.Tensor]:
     """Buffers for one forward or one backward pass, from the pool or freshly allocated. A forward keeps per step the
-    drives, state, h and R(y) (unless R(y) = [y]+); everything else, and all of a backward, lives one step at a time."""
-    key = (steps, batch, n, like.dtype, like.device, has_matrix, backward)
+    state, h, R(y) (unless R(y) = [y]+) and, with `drives` (not the native loop, which forms them per step), the
+    drives; everything else, and all of a backward, lives one step at a time."""
+    key = (steps, batch, n, like.dtype, like.device, has_matrix, backward, drives)
     ws = _POOL.pop(key, None)
     if ws is not None:
         return ws
@@ -168,7 +170,9 @@ def _workspace(
         if has_matrix:
             shapes["grad_rec"] = (batch, n)
     else:
-        shapes |= {"drives": (steps, batch, 3 * n), "states": (steps + 1, batch, 4 * n), "h": (steps, batch, 4 * n)}
+        shapes |= {"states": (steps + 1, batch, 4 * n), "h": (steps, batch, 4 * n)}
+        if drives:
+            shapes["drives"] = (steps, batch, 3 * n)
         if has_matrix:
             shapes["recs"] = (steps, batch, n)
     buffers = {name: like.new_empty(shape) for name, shape in shapes.items()}
@@ -340,25 +344,38 @@ def _native_forward(inputs, input_weights, state0, rates, recurrent, norm, gate,
     """The no-grad forward: all steps in one native call keeping only two rolling states, or with `outputs` in calls
     of up to _CHUNK steps that keep those steps' states, y copied out after each."""
     steps, batch, n = inputs.shape[0], state0.shape[0], state0.shape[1] // 4
-    drives = _project(inputs, input_weights, rectify)
     if not outputs:
-        ws = _workspace(1, batch, n, inputs, recurrent is not None, backward=False)
+        ws = _workspace(1, batch, n, inputs, recurrent is not None, backward=False, drives=False)
         ws["states"][0] = state0
         torch.ops.organics_native.forward(
-            drives, ws["states"], ws["h"], ws.get("recs"), rates, recurrent, norm, gate, sigma, rectified, True
+            inputs,
+            input_weights,
+            rectify,
+            ws["states"],
+            ws["h"],
+            ws.get("recs"),
+            rates,
+            recurrent,
+            norm,
+            gate,
+            sigma,
+            rectified,
+            True,
         )
         final = ws["states"][steps % 2].clone()
         _release(ws)
         return None, final
     chunk = max(1, min(steps, _CHUNK))
-    ws = _workspace(chunk, batch, n, inputs, recurrent is not None, backward=False)
+    ws = _workspace(chunk, batch, n, inputs, recurrent is not None, backward=False, drives=False)
     states, recs = ws["states"], ws.get("recs")
     ys = inputs.new_empty(steps, batch, n)
     states[0] = state0
     for start in range(0, steps, chunk):
         length = min(chunk, steps - start)
         torch.ops.organics_native.forward(
-            drives[start : start + length],
+            inputs[start : start + length],
+            input_weights,
+            rectify,
             states[: length + 1],
             ws["h"][:length],
             None if recs is None else recs[:length],
@@ -384,11 +401,22 @@ class _NativeScan(torch.autograd.Function):
     @staticmethod
     def forward(ctx, inputs, input_weights, state0, rates, recurrent, norm, gate, sigma, rectified, rectify, outputs):
         batch, n = state0.shape[0], state0.shape[1] // 4
-        ws = _workspace(inputs.shape[0], batch, n, inputs, recurrent is not None, backward=False)
-        drives = _project(inputs, input_weights, rectify, out=ws["drives"])
+        ws = _workspace(inputs.shape[0], batch, n, inputs, recurrent is not None, backward=False, drives=False)
         ws["states"][0] = state0
         torch.ops.organics_native.forward(
-            drives, ws["states"], ws["h"], ws.get("recs"), rates, recurrent, norm, gate, sigma, rectified, False
+            inputs,
+            input_weights,
+            rectify,
+            ws["states"],
+            ws["h"],
+            ws.get("recs"),
+            rates,
+            recurrent,
+            norm,
+            gate,
+            sigma,
+            rectified,
+            False,
         )
         ctx.rectified, ctx.rectify, ctx.ws = rectified, rectify, ws
         ctx.save_for_backward(inputs, input_weights, rates, recurrent, norm, gate, sigma)
@@ -416,7 +444,6 @@ class _NativeScan(torch.autograd.Function):
             grad_outputs,
             inputs,
             input_weights,
-            ws["drives"],
             ws["states"],
             ws["h"],
             ws.get("recs"),

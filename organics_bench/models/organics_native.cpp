@@ -9,8 +9,10 @@
  *
  * Built by organics_bench/models/native_ops.py with torch.utils.cpp_extension for this machine's instruction set;
  * the operators are torch.ops.organics_native.forward and .backward. Layouts and buffers are those of the Python
- * engine: drives (T, B, 3n), states (T + 1, B, 4n) (or 2 rolling rows of states when nothing is kept for a
- * backward), h (T, B, 4n), recs (T, B, n) unless R(y) = [y]+. Nothing clamps the state: NaN and inf propagate.
+ * engine: inputs (T, B, m), states (T + 1, B, 4n) (or 2 rolling rows of states when nothing is kept for a
+ * backward), h (T, B, 4n), recs (T, B, n) unless R(y) = [y]+. Each step's drives x input_weights^T are formed in
+ * the loop, both ways, rather than kept: memory traffic, not arithmetic, is what the loop pays beside its products.
+ * Nothing clamps the state: NaN and inf propagate.
  */
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -88,6 +90,17 @@ void matmul(bool trans_a, bool trans_b, long rows, long cols, long inner, const 
     Kernels<T>::gemm(&ta, &tb, &m, &n, &k, &one, b, &la, a, &lb, &beta, c, &lc);
 }
 
+/* One step's drives d = x input_weights^T (rows x 3n, from x: rows x m), with z = d[:, :n] rectified if asked: the
+ * same products as the engine's projection of all steps at once (organics_engine._project), formed per step so that
+ * no (T, B, 3n) array is written out and read back twice. */
+template <typename T>
+void project(long rows, long n, long m, const T *x, const T *input_weights, bool rectify, T *d) {
+    matmul<T>(false, true, rows, 3 * n, m, x, m, input_weights, m, 0, d, 3 * n);
+    if (rectify)
+        for (long i = 0; i < rows; i++)
+            for (long j = 0; j < n; j++) d[i * 3 * n + j] = d[i * 3 * n + j] < 0 ? T(0) : d[i * 3 * n + j];
+}
+
 /* x <- sigmoid(x + d) over `cols` entries of each of `rows` rows (strides x_stride and d_stride), as torch's
  * 1 / (1 + exp(-v)) (ATen's vectorized exp). */
 template <typename T>
@@ -158,11 +171,13 @@ void check_layout(at::ScalarType dtype, std::initializer_list<at::Tensor> tensor
 const char *HAS_MATRIX_CHECK = "organics_native: recs and recurrent must be given together";
 
 template <typename T>
-void forward_impl(const at::Tensor &drives, at::Tensor &states, at::Tensor &h, const std::optional<at::Tensor> &recs,
-                  const at::Tensor &rates, const std::optional<at::Tensor> &recurrent, const at::Tensor &norm,
-                  const at::Tensor &gate, const at::Tensor &sigma, bool rectified, bool rolling) {
-    const long steps = drives.size(0), batch = drives.size(1), n = rates.size(0) / 4;
-    const T *d_all = drives.data_ptr<T>(), *rate = rates.data_ptr<T>(), *sig = sigma.data_ptr<T>();
+void forward_impl(const at::Tensor &inputs, const at::Tensor &input_weights, bool rectify_input, at::Tensor &states,
+                  at::Tensor &h, const std::optional<at::Tensor> &recs, const at::Tensor &rates,
+                  const std::optional<at::Tensor> &recurrent, const at::Tensor &norm, const at::Tensor &gate,
+                  const at::Tensor &sigma, bool rectified, bool rolling) {
+    const long steps = inputs.size(0), batch = inputs.size(1), m = inputs.size(2), n = rates.size(0) / 4;
+    const T *x_all = inputs.data_ptr<T>(), *iw = input_weights.data_ptr<T>();
+    const T *rate = rates.data_ptr<T>(), *sig = sigma.data_ptr<T>();
     const T *w = norm.data_ptr<T>(), *g = gate.data_ptr<T>();
     const T *r_mat = recurrent ? recurrent->data_ptr<T>() : nullptr;
     T *s_all = states.data_ptr<T>(), *h_all = h.data_ptr<T>(), *rec_all = recs ? recs->data_ptr<T>() : nullptr;
@@ -170,11 +185,12 @@ void forward_impl(const at::Tensor &drives, at::Tensor &states, at::Tensor &h, c
     const auto blocks = blocks_of(batch);
     for_each_block(blocks, [&](int64_t, const Block &blk) {
         const long nb = blk.rows;
-        const auto buffers = scratch<T>({nb * n, keep_y_pos ? nb * n : 0});
-        T *u = buffers[0], *y_pos = buffers[1];
+        const auto buffers = scratch<T>({nb * n, keep_y_pos ? nb * n : 0, nb * 3 * n});
+        T *u = buffers[0], *y_pos = buffers[1], *d = buffers[2];
         for (long t = 0; t < steps; t++) {
             const long ts = rolling ? t % 2 : t, tn = rolling ? (t + 1) % 2 : t + 1, th = rolling ? 0 : t;
-            const T *s = s_all + (ts * batch + blk.first) * 4 * n, *d = d_all + (t * batch + blk.first) * 3 * n;
+            const T *s = s_all + (ts * batch + blk.first) * 4 * n;
+            project<T>(nb, n, m, x_all + (t * batch + blk.first) * m, iw, rectify_input, d);
             T *next = s_all + (tn * batch + blk.first) * 4 * n, *hh = h_all + (th * batch + blk.first) * 4 * n;
             T *rec = rec_all ? rec_all + (th * batch + blk.first) * n : nullptr;
             Kernels<T>::forward_prepare(nb, n, s, y_pos, u);
@@ -187,13 +203,15 @@ void forward_impl(const at::Tensor &drives, at::Tensor &states, at::Tensor &h, c
     });
 }
 
-void forward(const at::Tensor &drives, at::Tensor states, at::Tensor h, const std::optional<at::Tensor> &recs,
-             const at::Tensor &rates, const std::optional<at::Tensor> &recurrent, const at::Tensor &norm,
-             const at::Tensor &gate, const at::Tensor &sigma, bool rectified, bool rolling) {
+void forward(const at::Tensor &inputs, const at::Tensor &input_weights, bool rectify_input, at::Tensor states,
+             at::Tensor h, const std::optional<at::Tensor> &recs, const at::Tensor &rates,
+             const std::optional<at::Tensor> &recurrent, const at::Tensor &norm, const at::Tensor &gate,
+             const at::Tensor &sigma, bool rectified, bool rolling) {
     TORCH_CHECK(recs.has_value() == recurrent.has_value(), HAS_MATRIX_CHECK);
-    check_layout(drives.scalar_type(), {drives, states, h, rates, norm, gate, sigma}, {recs, recurrent});
-    AT_DISPATCH_FLOATING_TYPES(drives.scalar_type(), "organics_native_forward", [&] {
-        forward_impl<scalar_t>(drives, states, h, recs, rates, recurrent, norm, gate, sigma, rectified, rolling);
+    check_layout(inputs.scalar_type(), {inputs, input_weights, states, h, rates, norm, gate, sigma}, {recs, recurrent});
+    AT_DISPATCH_FLOATING_TYPES(inputs.scalar_type(), "organics_native_forward", [&] {
+        forward_impl<scalar_t>(inputs, input_weights, rectify_input, states, h, recs, rates, recurrent, norm, gate,
+                               sigma, rectified, rolling);
     });
 }
 
@@ -211,15 +229,14 @@ void add_into(T *out, const std::vector<S> &values) {
 
 template <typename T>
 void backward_impl(const at::Tensor &grad_final, const std::optional<at::Tensor> &grad_outputs,
-                   const at::Tensor &inputs, const at::Tensor &input_weights, const at::Tensor &drives,
-                   const at::Tensor &states, const at::Tensor &h, const std::optional<at::Tensor> &recs,
+                   const at::Tensor &inputs, const at::Tensor &input_weights, const at::Tensor &states, const at::Tensor &h, const std::optional<at::Tensor> &recs,
                    const at::Tensor &rates, const std::optional<at::Tensor> &recurrent, const at::Tensor &norm,
                    const at::Tensor &gate, const at::Tensor &sigma, bool rectified, bool rectify_input,
                    const std::optional<at::Tensor> &grad_inputs, at::Tensor &grad_input_weights,
                    at::Tensor &grad_state0, at::Tensor &grad_rates, const std::optional<at::Tensor> &grad_recurrent,
                    at::Tensor &grad_norm, at::Tensor &grad_gate) {
-    const long steps = drives.size(0), batch = drives.size(1), n = rates.size(0) / 4, m = inputs.size(2);
-    const T *x_all = inputs.data_ptr<T>(), *iw = input_weights.data_ptr<T>(), *d_all = drives.data_ptr<T>();
+    const long steps = inputs.size(0), batch = inputs.size(1), n = rates.size(0) / 4, m = inputs.size(2);
+    const T *x_all = inputs.data_ptr<T>(), *iw = input_weights.data_ptr<T>();
     const T *s_all = states.data_ptr<T>(), *h_all = h.data_ptr<T>(), *rec_all = recs ? recs->data_ptr<T>() : nullptr;
     const T *rate = rates.data_ptr<T>(), *sig = sigma.data_ptr<T>(), *w = norm.data_ptr<T>(), *g = gate.data_ptr<T>();
     const T *r_mat = recurrent ? recurrent->data_ptr<T>() : nullptr, *g_final = grad_final.data_ptr<T>();
@@ -238,14 +255,15 @@ void backward_impl(const at::Tensor &grad_final, const std::optional<at::Tensor>
         sum.rates.assign(4 * n, 0);
         const long matrix_rows = r_mat ? nb * n : 0;
         const auto buffers = scratch<T>({nb * 4 * n, nb * 4 * n, nb * 3 * n, nb * n, nb * n, nb * n,
-                                         keep_y_pos ? nb * n : 0, matrix_rows, matrix_rows});
+                                         keep_y_pos ? nb * n : 0, matrix_rows, matrix_rows, nb * 3 * n});
         T *gn = buffers[0], *grad = buffers[1], *grad_d = buffers[2], *grad_fa = buffers[3], *u = buffers[4];
-        T *g_u = buffers[5], *yp = buffers[6], *rec_g = buffers[7], *g_r = buffers[8];
+        T *g_u = buffers[5], *yp = buffers[6], *rec_g = buffers[7], *g_r = buffers[8], *d = buffers[9];
         std::copy(g_final + blk.first * 4 * n, g_final + (blk.first + nb) * 4 * n, gn);
         for (long t = steps - 1; t >= 0; t--) {
             const long row = t * batch + blk.first;
-            const T *s = s_all + row * 4 * n, *hh = h_all + row * 4 * n, *d = d_all + row * 3 * n;
-            const T *rec = rec_all ? rec_all + row * n : nullptr, *x = x_all + row * m;
+            const T *s = s_all + row * 4 * n, *hh = h_all + row * 4 * n, *x = x_all + row * m;
+            const T *rec = rec_all ? rec_all + row * n : nullptr;
+            project<T>(nb, n, m, x, iw, rectify_input, d);
             if (g_out)  // the output of step t is y_{t+1}, the first n entries of the state that gn is the gradient of
                 for (long i = 0; i < nb; i++)
                     for (long j = 0; j < n; j++) gn[i * 4 * n + j] += g_out[(row + i) * n + j];
@@ -278,7 +296,7 @@ void backward_impl(const at::Tensor &grad_final, const std::optional<at::Tensor>
 }
 
 void backward(const at::Tensor &grad_final, const std::optional<at::Tensor> &grad_outputs, const at::Tensor &inputs,
-              const at::Tensor &input_weights, const at::Tensor &drives, const at::Tensor &states, const at::Tensor &h,
+              const at::Tensor &input_weights, const at::Tensor &states, const at::Tensor &h,
               const std::optional<at::Tensor> &recs, const at::Tensor &rates,
               const std::optional<at::Tensor> &recurrent, const at::Tensor &norm, const at::Tensor &gate,
               const at::Tensor &sigma, bool rectified, bool rectify_input, const std::optional<at::Tensor> &grad_inputs,
@@ -288,12 +306,12 @@ void backward(const at::Tensor &grad_final, const std::optional<at::Tensor> &gra
                 HAS_MATRIX_CHECK);
     TORCH_CHECK(grad_rates.scalar_type() == at::kDouble && grad_rates.is_contiguous(),
                 "organics_native: grad_rates accumulates in float64");
-    check_layout(drives.scalar_type(),
-                 {grad_final, inputs, input_weights, drives, states, h, rates, norm, gate, sigma, grad_input_weights,
+    check_layout(inputs.scalar_type(),
+                 {grad_final, inputs, input_weights, states, h, rates, norm, gate, sigma, grad_input_weights,
                   grad_state0, grad_norm, grad_gate},
                  {grad_outputs, recs, recurrent, grad_inputs, grad_recurrent});
-    AT_DISPATCH_FLOATING_TYPES(drives.scalar_type(), "organics_native_backward", [&] {
-        backward_impl<scalar_t>(grad_final, grad_outputs, inputs, input_weights, drives, states, h, recs, rates,
+    AT_DISPATCH_FLOATING_TYPES(inputs.scalar_type(), "organics_native_backward", [&] {
+        backward_impl<scalar_t>(grad_final, grad_outputs, inputs, input_weights, states, h, recs, rates,
                                 recurrent, norm, gate, sigma, rectified, rectify_input, grad_inputs,
                                 grad_input_weights, grad_state0, grad_rates, grad_recurrent, grad_norm, grad_gate);
     });
