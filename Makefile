@@ -81,6 +81,16 @@ reproduce-table2: install ## Paper Table 2 (sMNIST/psMNIST): every row, seeds $(
 reproduce-table2-cpu: install ## Table 2 at CPU scale (196 steps, 20 epochs; docs/protocols.md), seeds $(SEEDS) (~20 min per run on 1 CPU)
 	$(BIN)/organics-bench -m experiment=$(subst $(space),$(comma),$(TABLE2_CPU)) seed=$(SEEDS) trainer.num_threads=1 publish=true $(ARGS)
 
+.PHONY: table2-cpu-lr-grid table2-cpu-seeds
+table2-cpu-lr-grid: install ## The LSTM/GRU 64 learning-rate grid of the CPU-scale Table 2: lr 3e-4..1e-2 on psMNIST, seed 0 (~2 h on 1 CPU)
+	$(BIN)/organics-bench -m experiment=cpu/lr_grid_lstm64_psmnist publish=true $(ARGS)
+	$(BIN)/organics-bench -m experiment=cpu/lr_grid_gru64_psmnist publish=true $(ARGS)
+
+TABLE2_CPU_SEEDED := $(foreach row,organics64 lstm64 gru64 lipschitz_rnn64,$(foreach t,psmnist smnist,cpu/table2_$(row)_$(t)))
+table2-cpu-seeds: install ## Seeds 1-2 of the CPU-scale rows that the paper's comparisons need (ORGaNICs, LSTM, GRU, Lipschitz RNN; ~3 h on 1 CPU)
+	$(BIN)/organics-bench -m experiment=$(subst $(space),$(comma),$(TABLE2_CPU_SEEDED)) seed=1,2 trainer.num_threads=1 \
+		trainer.progress_bar=false publish=true $(ARGS)
+
 .PHONY: leaderboard leaderboard-table
 leaderboard: install ## Stability leaderboard: 10 sequence models x lr 1e-4..1e-1 x 3 seeds, no clipping (~45 min, 1 CPU), then its table
 	$(BIN)/organics-bench -m experiment=stability/leaderboard publish=true

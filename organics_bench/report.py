@@ -20,6 +20,7 @@ COLUMNS = (
     "model",
     "task",
     "seed",
+    "lr",
     "status",
     "test acc",
     "best val acc",
@@ -71,6 +72,7 @@ def markdown_table(records: list[dict]) -> str:
             r["model"],
             r["task"],
             str(r["seed"]),
+            _fmt(learning_rate(r), "g"),
             outcome(r),
             _fmt(m.get("test/acc"), ".4f"),
             _fmt(m.get("best_val/acc"), ".4f"),
@@ -82,6 +84,17 @@ def markdown_table(records: list[dict]) -> str:
         )
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def learning_rate(record: dict) -> float | None:
+    """The optimizer's learning rate the run was configured with (None where the record has no config)."""
+    return (record.get("config") or {}).get("optimizer", {}).get("lr")
+
+
+def curve_label(record: dict, several_rates: bool) -> str:
+    """A run's legend entry: model and seed, and its learning rate where the folder holds several."""
+    rate = f", lr {learning_rate(record):g}" if several_rates else ""
+    return f"{record['model']} (seed {record['seed']}{rate})"
 
 
 def run_group(record: dict) -> tuple[str, str, str, str]:
@@ -147,7 +160,8 @@ def main(argv: list[str] | None = None) -> None:
         )
         print(f"table: {args.table}")
     if args.figure:
-        curves = {f"{r['model']} (seed {r['seed']})": r["history"] for r in records if r["history"]}
+        several_rates = len({learning_rate(r) for r in records}) > 1
+        curves = {curve_label(r, several_rates): r["history"] for r in records if r["history"]}
         plot_training_curves(curves, args.figure, title=f"{args.folder.name}: training curves")
         print(f"figure: {args.figure}")
 

@@ -11,7 +11,18 @@ from organics_bench.training.records import config_hash, git_revision
 SCRIPT = Path(sys.executable).parent / "organics-bench-report"
 
 
-def record(model: str, seed: int, status: str, acc: float | None, task: str = "smnist", units: int = 64) -> dict:
+def record(
+    model: str,
+    seed: int,
+    status: str,
+    acc: float | None,
+    task: str = "smnist",
+    units: int = 64,
+    lr: float | None = None,
+) -> dict:
+    config = {"model": {"hidden_size": units}, "task": {"name": task}}
+    if lr is not None:
+        config["optimizer"] = {"lr": lr}
     return {
         "model": model,
         "task": task,
@@ -19,7 +30,7 @@ def record(model: str, seed: int, status: str, acc: float | None, task: str = "s
         "seed": seed,
         "status": status,
         "epochs_completed": 2,
-        "config": {"model": {"hidden_size": units}, "task": {"name": task}},
+        "config": config,
         "n_params": 1234,
         "metrics": {"test/acc": acc, "best_val/acc": acc},
         "time": {"per_epoch_s": 1.5},
@@ -52,7 +63,7 @@ def test_report_counts_diverged_runs_and_writes_table_and_figure(tmp_path, capsy
     assert "| smnist | ssn | " in table and "| 2 | 1 (50%) | 0.5000 |" in table
     assert "`organics-bench model=ssn seed=0` (git abc123, test CPU" in table
     assert (tmp_path / "f.png").stat().st_size > 10_000
-    assert "| ssn | smnist | 0 | diverged | - |" in capsys.readouterr().out
+    assert "| ssn | smnist | 0 | - | diverged | - |" in capsys.readouterr().out
 
 
 def test_report_counts_a_run_past_a_gradient_overflow_as_diverged(tmp_path, capsys):
@@ -64,7 +75,7 @@ def test_report_counts_a_run_past_a_gradient_overflow_as_diverged(tmp_path, caps
     (folder / "seed1.json").write_text(json.dumps(record("ssn", 1, "ok", 0.5)))
     main([str(folder.parent), "--table", str(tmp_path / "t.md")])
     assert "| 2 | 1 (50%) | 0.5000 |" in (tmp_path / "t.md").read_text()
-    assert "| ssn | smnist | 0 | diverged (gradient overflow) | 0.9000 |" in capsys.readouterr().out
+    assert "| ssn | smnist | 0 | - | diverged (gradient overflow) | 0.9000 |" in capsys.readouterr().out
 
 
 def test_report_never_averages_runs_of_different_configs_or_tasks(tmp_path):
@@ -84,6 +95,23 @@ def test_report_never_averages_runs_of_different_configs_or_tasks(tmp_path):
     for acc in ("0.9000", "0.5000", "0.7000"):  # three groups of one, each its own mean; no 0.7 average of all
         assert f"| 1 | 0 (0%) | {acc} |" in table
     assert "| 3 | 0 (0%) |" not in table
+
+
+def test_a_learning_rate_grid_gets_an_lr_column_and_one_curve_per_rate(tmp_path, monkeypatch):
+    """An lr grid (cpu/lr_grid_*): runs that differ only in lr are told apart in the table and in the figure."""
+    folder = tmp_path / "runs" / "grid" / "lstm"
+    folder.mkdir(parents=True)
+    for i, (lr, acc) in enumerate(((0.0003, 0.6), (0.001, 0.7), (0.003, 0.8), (0.01, 0.5))):
+        (folder / f"h{i}").mkdir()
+        (folder / f"h{i}" / "seed0.json").write_text(json.dumps(record("lstm", 0, "ok", acc, lr=lr)))
+        (folder / f"h{i}" / "seed0.history.csv").write_text("epoch,train_loss,val_acc\n1,2.0,0.3\n2,1.5,0.5\n")
+    drawn = {}
+    monkeypatch.setattr("organics_bench.report.plot_training_curves", lambda curves, *a, **k: drawn.update(curves))
+    main([str(folder.parent), "--table", str(tmp_path / "t.md"), "--figure", str(tmp_path / "f.png")])
+    table = (tmp_path / "t.md").read_text()
+    for lr, acc in (("0.0003", "0.6000"), ("0.001", "0.7000"), ("0.003", "0.8000"), ("0.01", "0.5000")):
+        assert f"| lstm | smnist | 0 | {lr} | ok | {acc} |" in table
+    assert sorted(drawn) == [f"lstm (seed 0, lr {lr})" for lr in ("0.0003", "0.001", "0.003", "0.01")]
 
 
 def test_report_on_an_empty_folder_is_one_line(tmp_path):
