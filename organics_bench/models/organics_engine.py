@@ -344,23 +344,12 @@ def _native_forward(inputs, input_weights, state0, rates, recurrent, norm, gate,
     """The no-grad forward: all steps in one native call keeping only two rolling states, or with `outputs` in calls
     of up to _CHUNK steps that keep those steps' states, y copied out after each."""
     steps, batch, n = inputs.shape[0], state0.shape[0], state0.shape[1] // 4
+    cell = (rates, recurrent, norm, gate, sigma)
     if not outputs:
         ws = _workspace(1, batch, n, inputs, recurrent is not None, backward=False, drives=False)
         ws["states"][0] = state0
         torch.ops.organics_native.forward(
-            inputs,
-            input_weights,
-            rectify,
-            ws["states"],
-            ws["h"],
-            ws.get("recs"),
-            rates,
-            recurrent,
-            norm,
-            gate,
-            sigma,
-            rectified,
-            True,
+            inputs, input_weights, rectify, ws["states"], ws["h"], ws.get("recs"), *cell, rectified, True
         )
         final = ws["states"][steps % 2].clone()
         _release(ws)
@@ -372,20 +361,9 @@ def _native_forward(inputs, input_weights, state0, rates, recurrent, norm, gate,
     states[0] = state0
     for start in range(0, steps, chunk):
         length = min(chunk, steps - start)
+        window = (states[: length + 1], ws["h"][:length], None if recs is None else recs[:length])
         torch.ops.organics_native.forward(
-            inputs[start : start + length],
-            input_weights,
-            rectify,
-            states[: length + 1],
-            ws["h"][:length],
-            None if recs is None else recs[:length],
-            rates,
-            recurrent,
-            norm,
-            gate,
-            sigma,
-            rectified,
-            False,
+            inputs[start : start + length], input_weights, rectify, *window, *cell, rectified, False
         )
         ys[start : start + length] = states[1 : length + 1, :, :n]
         states[0] = states[length]
@@ -403,20 +381,9 @@ class _NativeScan(torch.autograd.Function):
         batch, n = state0.shape[0], state0.shape[1] // 4
         ws = _workspace(inputs.shape[0], batch, n, inputs, recurrent is not None, backward=False, drives=False)
         ws["states"][0] = state0
+        cell = (rates, recurrent, norm, gate, sigma)
         torch.ops.organics_native.forward(
-            inputs,
-            input_weights,
-            rectify,
-            ws["states"],
-            ws["h"],
-            ws.get("recs"),
-            rates,
-            recurrent,
-            norm,
-            gate,
-            sigma,
-            rectified,
-            False,
+            inputs, input_weights, rectify, ws["states"], ws["h"], ws.get("recs"), *cell, rectified, False
         )
         ctx.rectified, ctx.rectify, ctx.ws = rectified, rectify, ws
         ctx.save_for_backward(inputs, input_weights, rates, recurrent, norm, gate, sigma)
