@@ -60,7 +60,7 @@ bench: install ## Throughput: ORGaNICs per-step vs engine vs nn.LSTM, the rival 
 	$(PY) scripts/bench_throughput.py
 
 snapshot: install ## Commit-ready snapshots of the unfinished long runs under outputs/long/ -> results/in_progress/ (resume: results/in_progress/README.md)
-	$(BIN)/organics-bench-snapshot $$(for d in outputs/long/*/; do [ -f $$d/metrics.json ] && grep -q '"status": "running"' $$d/metrics.json && echo $$d; done)
+	$(BIN)/organics-bench-snapshot $$(for d in outputs/long/*/; do [ -f $$d/metrics.json ] && grep -qE '"status": "(running|interrupted)"' $$d/metrics.json && echo $$d; done)
 
 bench-epoch: install ## One real epoch of paper/table2_organics64_psmnist at 1 and 2 threads (needs `make data`; pause other runs) -> results/bench/epoch_<host>.md
 	$(PY) scripts/bench_epoch.py

@@ -8,6 +8,8 @@ metrics.json, the diagnostics' spectra/ and gradient_flow/), plus progress.json:
 accuracy of the best-validation weights so far (the run's best.pt evaluated on the test split, as `mode=evaluate`
 does). It is written to a temporary folder and renamed over the previous one, so a crash leaves the old snapshot.
 Resume it with `organics-bench resume=results/in_progress/<experiment>/seed<k> hydra.run.dir=<new run dir>`.
+A run dir qualifies while its status is running or interrupted, and a snapshot is never replaced by one from an
+earlier epoch (an old run dir left beside the one that resumed it).
 Nothing here is a finished result: the tables show a snapshot as "in progress", never as a seed
 (`paper_table`), and a run is published to results/runs/ only when it finishes.
 """
@@ -30,6 +32,7 @@ from organics_bench.plots import plot_training_curves
 RUN_FILES = ("steps.csv", "history.csv", "metrics.json", "config.yaml")
 RUN_FOLDERS = ("spectra", "gradient_flow")
 PROGRESS = "progress.json"
+UNFINISHED = ("running", "interrupted")  # a live run, or one stopped by a signal (SIGTERM, Ctrl-C) between epochs
 
 
 def snapshot_dir(results_dir: Path, experiment: str, seed: int) -> Path:
@@ -40,9 +43,16 @@ def snapshot_dir(results_dir: Path, experiment: str, seed: int) -> Path:
 def take_snapshot(run_dir: Path, results_dir: Path, evaluate: bool = True) -> Path:
     """Copy what resuming `run_dir` needs into its snapshot dir (replacing the last one), with progress.json."""
     record = json.loads((run_dir / "metrics.json").read_text())
-    if record["status"] != "running":
+    if record["status"] not in UNFINISHED:
         _fail(f"{run_dir} has finished (status {record['status']}): publish it, do not snapshot it")
     target = snapshot_dir(results_dir, record["experiment"], record["seed"])
+    if (target / PROGRESS).is_file():
+        committed = json.loads((target / PROGRESS).read_text())["epochs_completed"]
+        if committed > record["epochs_completed"]:
+            _fail(
+                f"{target} is at epoch {committed}, further than {run_dir} (epoch {record['epochs_completed']}): "
+                "a snapshot never goes back; nothing replaced"
+            )
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:

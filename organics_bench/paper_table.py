@@ -67,7 +67,7 @@ class Experiment:
 
 
 def paper_experiments() -> list[Experiment]:
-    """Every `experiment=paper/*` and `experiment=cpu/*` choice with a `paper:` block, composed and resolved."""
+    """Every `experiment=paper/*` and `experiment=cpu/*` choice with a non-null `paper:` block, composed, resolved."""
     found = []
     with initialize_config_module("organics_bench.conf", version_base="1.3"):
         for family in FAMILIES:
@@ -75,7 +75,7 @@ def paper_experiments() -> list[Experiment]:
                 cfg = compose("config", overrides=[f"experiment={family}/{name}"], return_hydra_config=True)
                 HydraConfig.instance().set_config(cfg)
                 job = job_config(cfg)
-                if "paper" in job:
+                if job.get("paper"):  # a null paper block (an lr grid, say) is not a table row
                     found.append(Experiment(f"{family}/{name}", job["experiment_name"], job, config_hash(job)))
     return sorted(
         found, key=lambda e: (e.paper["table"], e.paper["protocol"] != "full", e.paper["value"] is None, e.choice)

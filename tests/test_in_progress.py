@@ -64,6 +64,25 @@ def test_a_finished_run_or_a_non_run_is_refused_in_one_line(tmp_path, interrupte
     assert not (tmp_path / "results" / "in_progress").exists()
 
 
+def test_a_signalled_run_is_snapshotted_and_a_snapshot_never_goes_back(tmp_path, interrupted_run, capsys):
+    """A run stopped by SIGTERM or Ctrl-C (status interrupted) is unfinished: it is snapshotted. A run dir behind the
+    committed snapshot (the old dir of a run that was resumed elsewhere) is refused in one line, the snapshot kept."""
+    results = tmp_path / "results"
+    record = read_metrics(interrupted_run)
+    (interrupted_run / "metrics.json").write_text(json.dumps(record | {"status": "interrupted"}))
+    in_progress.main([str(interrupted_run), "--results-dir", str(results), "--no-evaluate"])
+    snapshot = results / "in_progress" / record["experiment"] / "seed0"
+    progress = json.loads((snapshot / "progress.json").read_text())
+    assert progress["epochs_completed"] == 1
+    (snapshot / "progress.json").write_text(json.dumps(progress | {"epochs_completed": 5}))
+    with pytest.raises(SystemExit) as exit_info:
+        in_progress.main([str(interrupted_run), "--results-dir", str(results), "--no-evaluate"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert "is at epoch 5, further than" in err and "nothing replaced" in err and len(err.splitlines()) == 1
+    assert json.loads((snapshot / "progress.json").read_text())["epochs_completed"] == 5
+
+
 def test_resuming_with_another_engine_says_so_and_records_both(tmp_path, smoke):
     first, second = tmp_path / "first", tmp_path / "second"
     result = run_in_process(*smoke, "trainer.epochs=1", "model.engine=stepped", f"hydra.run.dir={first}", cwd=tmp_path)
