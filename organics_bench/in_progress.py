@@ -11,7 +11,8 @@ Resume it with `organics-bench resume=results/in_progress/<experiment>/seed<k> h
 A run dir qualifies while its status is running or interrupted, and a snapshot is never replaced by one from an
 earlier epoch (an old run dir left beside the one that resumed it).
 Nothing here is a finished result: the tables show a snapshot as "in progress", never as a seed
-(`paper_table`), and a run is published to results/runs/ only when it finishes.
+(`paper_table`), and a run is published to results/runs/ only when it finishes, which deletes its snapshot
+(`records.retire_snapshot`).
 """
 
 from __future__ import annotations
@@ -28,16 +29,12 @@ from pathlib import Path
 
 from organics_bench.io import write_json_atomic
 from organics_bench.plots import plot_training_curves
+from organics_bench.training.records import snapshot_dir, snapshot_figure
 
 RUN_FILES = ("steps.csv", "history.csv", "metrics.json", "config.yaml")
 RUN_FOLDERS = ("spectra", "gradient_flow")
 PROGRESS = "progress.json"
 UNFINISHED = ("running", "interrupted")  # a live run, or one stopped by a signal (SIGTERM, Ctrl-C) between epochs
-
-
-def snapshot_dir(results_dir: Path, experiment: str, seed: int) -> Path:
-    """Where a run's snapshot lives: results/in_progress/<experiment>/seed<k>/."""
-    return results_dir / "in_progress" / experiment / f"seed{seed}"
 
 
 def take_snapshot(run_dir: Path, results_dir: Path, evaluate: bool = True) -> Path:
@@ -88,7 +85,7 @@ def take_snapshot(run_dir: Path, results_dir: Path, evaluate: bool = True) -> Pa
         shutil.rmtree(old, ignore_errors=True)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    draw_figure(target, results_dir / "figures")
+    draw_figure(target, results_dir)
     return target
 
 
@@ -118,14 +115,14 @@ def read_progress(results_dir: Path, experiment: str) -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted(folder.glob(f"seed*/{PROGRESS}"))]
 
 
-def draw_figure(snapshot: Path, figures_dir: Path) -> Path:
+def draw_figure(snapshot: Path, results_dir: Path) -> Path:
     """The snapshot's training curves, as results/figures/<experiment>.seed<k>.in_progress.png."""
     progress = json.loads((snapshot / PROGRESS).read_text())
     with (snapshot / "history.csv").open(newline="") as handle:
         history = list(csv.DictReader(handle))
     label = f"{progress['model']} seed {progress['seed']}"
     title = f"{progress['experiment']}: in progress, epoch {progress['epochs_completed']}/{progress['epochs_planned']}"
-    figure = figures_dir / f"{progress['experiment']}.seed{progress['seed']}.in_progress.png"
+    figure = snapshot_figure(results_dir, progress["experiment"], progress["seed"])
     return plot_training_curves({label: history}, figure, title=title)
 
 
@@ -148,4 +145,4 @@ def main(argv: list[str] | None = None) -> None:
         print(f"snapshot: {take_snapshot(run_dir, args.results_dir, evaluate=not args.no_evaluate)}")
     if args.figures:
         for progress in sorted((args.results_dir / "in_progress").glob(f"*/seed*/{PROGRESS}")):
-            print(f"figure: {draw_figure(progress.parent, args.results_dir / 'figures')}")
+            print(f"figure: {draw_figure(progress.parent, args.results_dir)}")

@@ -7,6 +7,7 @@ import shutil
 import pytest
 
 from organics_bench import in_progress, paper_table
+from organics_bench.training.records import snapshot_dir
 from tests.helpers import read_metrics, run_in_process, smoke_overrides
 
 
@@ -48,6 +49,27 @@ def test_a_snapshot_resumes_the_run_where_it_stopped(tmp_path, interrupted_run):
     continued = read_metrics(resumed)
     assert continued["epochs_completed"] == 2 and continued["status"] == "ok"
     assert [s["from_epoch"] for s in continued["segments"]] == [0]  # same engine and model code: one segment
+
+
+def test_publishing_the_finished_run_removes_its_snapshot(tmp_path, smoke):
+    """A long run that finishes is published to results/runs/, and its snapshot and in-progress figure go."""
+    results, run_dir = tmp_path / "results", tmp_path / "long"
+    publish = ("publish=true", f"paths.results_dir={results}")
+    result = run_in_process(*smoke, "trainer.epochs=1", *publish, f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    record = read_metrics(run_dir)
+    shutil.rmtree(results / "runs")  # as if it had been stopped after its last checkpoint, before publishing
+    (run_dir / "metrics.json").write_text(json.dumps(record | {"status": "running"}))
+    in_progress.main([str(run_dir), "--results-dir", str(results), "--no-evaluate"])
+    snapshot = snapshot_dir(results, record["experiment"], 0)
+    figure = results / "figures" / f"{record['experiment']}.seed0.in_progress.png"
+    assert snapshot.is_dir() and figure.is_file()
+
+    result = run_in_process(f"resume={snapshot}", *publish, f"hydra.run.dir={tmp_path / 'resumed'}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    published = results / "runs" / record["experiment"] / record["model"] / record["config_hash"] / "seed0.json"
+    assert json.loads(published.read_text())["status"] == "ok"
+    assert not snapshot.exists() and not snapshot.parent.exists() and not figure.exists()
 
 
 def test_a_finished_run_or_a_non_run_is_refused_in_one_line(tmp_path, interrupted_run, capsys):
@@ -101,7 +123,7 @@ def test_resuming_with_another_engine_says_so_and_records_both(tmp_path, smoke):
 def test_the_paper_table_shows_a_snapshot_as_in_progress_never_as_a_seed(tmp_path):
     (experiment,) = [e for e in paper_table.paper_experiments() if e.name == "table2_organics64_psmnist"]
     results = tmp_path / "results"
-    snapshot = in_progress.snapshot_dir(results, experiment.name, 0)
+    snapshot = snapshot_dir(results, experiment.name, 0)
     snapshot.mkdir(parents=True)
     progress = {
         "seed": 0,

@@ -263,6 +263,22 @@ def test_resume_takes_the_runs_stored_config(tmp_path, finished_run):
     assert [row["step"] for row in rows(resumed / "steps.csv")] == ["1", "2", "3", "4"]
 
 
+def test_a_run_started_without_publish_can_be_published_when_resumed(tmp_path, finished_run):
+    """publish says what to do with the run, not what it computes: a resumed run may turn it on."""
+    results = tmp_path / "results"
+    result = run_in_process(
+        f"resume={finished_run}",
+        "trainer.epochs=2",
+        "publish=true",
+        f"paths.results_dir={results}",
+        f"hydra.run.dir={tmp_path / 'resumed'}",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    (published,) = results.glob("runs/*/organics/*/seed0.json")
+    assert json.loads(published.read_text())["epochs_completed"] == 2
+
+
 @pytest.mark.parametrize("override", ["optimizer.lr=0.5", "seed=1", "trainer.batch_size=4", "task=psmnist"])
 def test_resume_refuses_an_override_that_changes_the_run(tmp_path, smoke, finished_run, override):
     args = [arg for arg in smoke if not (override.startswith("task=") and arg.startswith("task="))]

@@ -15,6 +15,8 @@ from organics_bench.training.records import NOT_BEHAVIOUR
 
 # Config sections a resumed run takes from the command line: where it reads and writes, what it logs and measures.
 FREE_SECTIONS = ("paths", "logger", "diagnostics")
+# Top-level keys about what a job does with the run, not what the run computes: always the command line's
+FREE_KEYS = ("mode", "resume", "checkpoint", "publish")
 # Config groups whose stored node replaces the command line's whole: merged, another task's or model's keys would stay
 REPLACED_SECTIONS = ("model", "task", "optimizer", "scheduler")
 
@@ -70,7 +72,7 @@ def resumed_config(cfg: DictConfig, payload: dict, overrides: list[str], path: P
     for key in explicit:
         if key in group_values:
             was, now = group_values[key]
-        elif _is_free(key) or key == "trainer.epochs" or key == "resume":
+        elif _is_free(key) or key == "trainer.epochs":
             continue
         else:
             was, now = OmegaConf.select(stored_cfg, key), OmegaConf.select(cfg, key)
@@ -98,7 +100,7 @@ def stored_config(cfg: DictConfig, payload: dict) -> DictConfig:
         for key in keys:
             if key in current[section] and key in merged[section]:
                 merged[section][key] = current[section][key]
-    for key in ("mode", "resume", "checkpoint", "publish"):
+    for key in FREE_KEYS:
         merged[key] = current.get(key)
     result = OmegaConf.merge(current, merged)  # keys added to the configs since the run keep their defaults
     for section in REPLACED_SECTIONS:  # the run's choice of model, task, ...: not merged into today's default one
@@ -108,7 +110,7 @@ def stored_config(cfg: DictConfig, payload: dict) -> DictConfig:
 
 def _is_free(key: str) -> bool:
     section, _, leaf = key.partition(".")
-    return section in FREE_SECTIONS or leaf in NOT_BEHAVIOUR.get(section, ()) or section == "hydra"
+    return key in FREE_KEYS or section in FREE_SECTIONS or leaf in NOT_BEHAVIOUR.get(section, ()) or section == "hydra"
 
 
 def check_compatible(payload: dict, model: torch.nn.Module, model_name: str, task_name: str, path: Path) -> None:

@@ -7,6 +7,7 @@ import hashlib
 import inspect
 import json
 import platform
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
@@ -233,6 +234,32 @@ def external_code(config: dict) -> list[dict]:
 def run_results_dir(results_dir: Path, experiment: str, model: str, config_hash_: str) -> Path:
     """results/runs/<experiment>/<model>/<config_hash>/: runs of different configs never overwrite each other."""
     return results_dir / "runs" / experiment / model / config_hash_
+
+
+def snapshot_dir(results_dir: Path, experiment: str, seed: int) -> Path:
+    """results/in_progress/<experiment>/seed<k>/: an unfinished long run's snapshot (`organics_bench.in_progress`)."""
+    return results_dir / "in_progress" / experiment / f"seed{seed}"
+
+
+def snapshot_figure(results_dir: Path, experiment: str, seed: int) -> Path:
+    """results/figures/<experiment>.seed<k>.in_progress.png: the training curves of a snapshot."""
+    return results_dir / "figures" / f"{experiment}.seed{seed}.in_progress.png"
+
+
+def retire_snapshot(results_dir: Path, record: dict) -> Path | None:
+    """Delete the in-progress snapshot (and its figure) of the run that `record` finished, if one is there for the
+    same experiment, seed and config; returns the deleted snapshot dir. An unfinished record retires nothing."""
+    snapshot = snapshot_dir(results_dir, record["experiment"], record["seed"])
+    progress = snapshot / "progress.json"
+    if record["status"] not in ("ok", "diverged") or not progress.is_file():
+        return None
+    if json.loads(progress.read_text())["config_hash"] != record["config_hash"]:
+        return None
+    shutil.rmtree(snapshot)
+    snapshot_figure(results_dir, record["experiment"], record["seed"]).unlink(missing_ok=True)
+    if not any(snapshot.parent.iterdir()):
+        snapshot.parent.rmdir()
+    return snapshot
 
 
 def publish(run_dir: Path, results_dir: Path, record: dict) -> Path:

@@ -29,7 +29,7 @@ from organics_bench.training.checkpoint import (
     resumed_config,
 )
 from organics_bench.training.placement import resolve_device, resolve_threads
-from organics_bench.training.records import RunRecord, job_config, provenance, publish, segment
+from organics_bench.training.records import RunRecord, job_config, provenance, publish, retire_snapshot, segment
 from organics_bench.training.run_dir import previous_attempt
 from organics_bench.training.sinks import WandbSink, read_csv_rows
 from organics_bench.training.trainer import Trainer
@@ -109,7 +109,10 @@ def train(cfg: DictConfig) -> dict:
     if wandb_sink:
         wandb_sink.finish(final, run_dir / "figures")
     if cfg.publish and cfg.paths.results_dir:
-        log.info("results record: %s", publish(run_dir, Path(cfg.paths.results_dir), final))
+        results_dir = Path(cfg.paths.results_dir)
+        log.info("results record: %s", publish(run_dir, results_dir, final))
+        if retired := retire_snapshot(results_dir, final):
+            log.info("finished: its in-progress snapshot %s is removed", retired)
     _report(summary, run_dir)
     return final
 
