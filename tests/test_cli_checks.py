@@ -84,7 +84,7 @@ def test_the_quick_start_writes_outside_results_unless_asked_to_publish(tmp_path
         ]
     )
     table = (demo / "tables" / "mini_smnist_rows.md").read_text()
-    assert "| lstm | smnist | 0 | ok |" in table and "| gru | smnist | 0 | ok |" in table
+    assert "| lstm | smnist | 0 | 0.01 | ok |" in table and "| gru | smnist | 0 | 0.01 | ok |" in table  # lr column
     assert (demo / "figures" / "mini_smnist_rows.png").stat().st_size > 0
     assert [p.relative_to(tmp_path) for p in (tmp_path / "results").rglob("*") if p.is_file()] == [
         tracked.relative_to(tmp_path)

@@ -82,7 +82,7 @@ def test_the_recipe_compares_a_cell_from_outside_with_a_suite_model_in_one_table
         timeout=120,
     )
     assert report.returncode == 0, report.stderr
-    rows = [line for line in (bench / "table.md").read_text().splitlines() if "| smnist | 0 | ok |" in line]
+    rows = [line for line in (bench / "table.md").read_text().splitlines() if "| smnist | 0 | 0.01 | ok |" in line]
     assert sorted(row.split("|")[1].strip() for row in rows) == ["lstm", "tiny_elman"]
     (published,) = (bench / "results" / "runs" / "smnist" / "tiny_elman").glob("*/seed0.json")
     record = json.loads(published.read_text())
