@@ -14,7 +14,7 @@ comma := ,
 space := $(empty) $(empty)
 
 .DEFAULT_GOAL := help
-.PHONY: help install data demo test lint format test-fast smoke theory bench bench-epoch snapshot cuda-check reproduce-table1 reproduce-table2 reproduce-table2-cpu tables wandb-sync \
+.PHONY: help install data demo test lint format test-fast smoke theory bench bench-epoch snapshot resume-long cuda-check reproduce-table1 reproduce-table2 reproduce-table2-cpu tables wandb-sync \
 	clean clean-outputs
 
 help: ## List the targets
@@ -61,6 +61,9 @@ bench: install ## Throughput: ORGaNICs per-step vs engine vs nn.LSTM, the rival 
 
 snapshot: install ## Commit-ready snapshots of the unfinished long runs under outputs/long/ -> results/in_progress/ (resume: results/in_progress/README.md)
 	$(BIN)/organics-bench-snapshot $$(for d in outputs/long/*/; do [ -f $$d/metrics.json ] && grep -qE '"status": "(running|interrupted)"' $$d/metrics.json && echo $$d; done)
+
+resume-long: install ## Continue every unfinished long run of results/in_progress/ in the background, one thread each -> outputs/long/<experiment>_seed<k>/ (.log, .pid)
+	$(BIN)/organics-bench-snapshot --resume
 
 bench-epoch: install ## One real epoch of paper/table2_organics64_psmnist at 1 and 2 threads (needs `make data`; pause other runs) -> results/bench/epoch_<host>.md
 	$(PY) scripts/bench_epoch.py

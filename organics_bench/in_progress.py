@@ -2,6 +2,7 @@
 
     organics-bench-snapshot outputs/long/<run dir> [...]   # -> results/in_progress/<experiment>/seed<k>/
     organics-bench-snapshot --figures                      # redraw every snapshot's training curves (make tables)
+    organics-bench-snapshot --resume                       # continue each in the background (make resume-long)
 
 A snapshot is the part of a run dir that resuming needs (checkpoints/last.pt, steps.csv, history.csv, the running
 metrics.json, the diagnostics' spectra/ and gradient_flow/), plus progress.json: the epoch reached and the test
@@ -126,6 +127,44 @@ def draw_figure(snapshot: Path, results_dir: Path) -> Path:
     return plot_training_curves({label: history}, figure, title=title)
 
 
+def resume_all(results_dir: Path, long_dir: Path, threads: int = 1) -> list[Path]:
+    """Start every snapshot's run again in the background, detached from this process: each continues into
+    `long_dir`/<experiment>_seed<k>/ (log and pid file beside it) with `threads` torch threads, publishing to
+    `results_dir` when it finishes (which removes its snapshot). A snapshot whose run dir already exists (a live run,
+    or an earlier one not moved aside) is skipped and said so. Returns the run dirs started."""
+    started = []
+    for progress in sorted((results_dir / "in_progress").glob(f"*/seed*/{PROGRESS}")):
+        snapshot = progress.parent
+        run_dir = long_dir / f"{snapshot.parent.name}_{snapshot.name}"
+        if run_dir.exists():
+            print(f"skipped {snapshot}: {run_dir} exists (a live run, or an old one to move aside)")
+            continue
+        long_dir.mkdir(parents=True, exist_ok=True)
+        command = [
+            str(Path(sys.executable).parent / "organics-bench"),
+            f"resume={snapshot.resolve()}",
+            f"trainer.num_threads={threads}",
+            "trainer.progress_bar=false",
+            "publish=true",
+            f"paths.results_dir={results_dir.resolve()}",
+            f"hydra.run.dir={run_dir.resolve()}",
+        ]
+        log = run_dir.with_name(run_dir.name + ".log")
+        with log.open("w") as out:
+            process = subprocess.Popen(
+                command,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,  # outlives this command and the shell that ran it
+                env=os.environ | {"OMP_NUM_THREADS": str(threads)},
+            )
+        run_dir.with_name(run_dir.name + ".pid").write_text(f"{process.pid}\n")
+        print(f"resumed {snapshot} -> {run_dir} (pid {process.pid}, log {log})")
+        started.append(run_dir)
+    return started
+
+
 def _fail(message: str) -> None:
     print(f"error: {message}", file=sys.stderr)
     sys.exit(2)
@@ -138,6 +177,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--results-dir", type=Path, default=Path("results"), help="holds in_progress/")
     parser.add_argument("--no-evaluate", action="store_true", help="skip the test accuracy of the best weights")
     parser.add_argument("--figures", action="store_true", help="redraw the training curves of every snapshot")
+    parser.add_argument(
+        "--resume", action="store_true", help="start every snapshot's run in the background (one thread each)"
+    )
+    parser.add_argument("--long-dir", type=Path, default=Path("outputs/long"), help="where --resume puts run dirs")
     args = parser.parse_args(argv)
     for run_dir in args.run_dirs:
         if not (run_dir / "metrics.json").is_file() or not (run_dir / "checkpoints" / "last.pt").is_file():
@@ -146,3 +189,5 @@ def main(argv: list[str] | None = None) -> None:
     if args.figures:
         for progress in sorted((args.results_dir / "in_progress").glob(f"*/seed*/{PROGRESS}")):
             print(f"figure: {draw_figure(progress.parent, args.results_dir)}")
+    if args.resume:
+        resume_all(args.results_dir, args.long_dir)

@@ -1,7 +1,9 @@
 """Long runs across sessions: snapshots of unfinished runs (organics-bench-snapshot), resuming from one, the engine
 segments a run records, and the tables showing a snapshot as in progress, never as a finished seed."""
 
+import contextlib
 import json
+import os
 import shutil
 
 import pytest
@@ -103,6 +105,26 @@ def test_a_signalled_run_is_snapshotted_and_a_snapshot_never_goes_back(tmp_path,
     err = capsys.readouterr().err.strip()
     assert "is at epoch 5, further than" in err and "nothing replaced" in err and len(err.splitlines()) == 1
     assert json.loads((snapshot / "progress.json").read_text())["epochs_completed"] == 5
+
+
+def test_resume_starts_every_snapshot_in_the_background_and_skips_a_taken_run_dir(tmp_path, interrupted_run, capsys):
+    """make resume-long: each snapshot's run continues detached into <long dir>/<experiment>_seed<k>, with its log and
+    pid file; a snapshot whose run dir exists is skipped and said so."""
+    results, long_dir = tmp_path / "results", tmp_path / "long_runs"
+    in_progress.main([str(interrupted_run), "--results-dir", str(results), "--no-evaluate"])
+    record = read_metrics(interrupted_run)
+    in_progress.main(["--resume", "--results-dir", str(results), "--long-dir", str(long_dir)])
+    run_dir = long_dir / f"{record['experiment']}_seed0"
+    pid = int(run_dir.with_name(run_dir.name + ".pid").read_text())
+    with contextlib.suppress(ChildProcessError):  # a child of this process, unless already reaped
+        os.waitpid(pid, 0)
+    assert read_metrics(run_dir)["status"] == "ok"
+    assert "resumed from" in run_dir.with_name(run_dir.name + ".log").read_text()
+    assert f"-> {run_dir}" in capsys.readouterr().out
+    assert not snapshot_dir(results, record["experiment"], 0).exists()  # finished and published: retired
+    in_progress.main([str(interrupted_run), "--results-dir", str(results), "--no-evaluate"])
+    in_progress.main(["--resume", "--results-dir", str(results), "--long-dir", str(long_dir)])
+    assert f"skipped {snapshot_dir(results, record['experiment'], 0)}: {run_dir} exists" in capsys.readouterr().out
 
 
 def test_resuming_with_another_engine_says_so_and_records_both(tmp_path, smoke):
