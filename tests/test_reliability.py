@@ -246,35 +246,24 @@ def finished_run(tmp_path, smoke):
 
 
 def test_resume_takes_the_runs_stored_config(tmp_path, finished_run):
-    resumed = tmp_path / "resumed"
+    """The run's own config for what it computes; publish (what to do with the run) may be turned on."""
+    resumed, results = tmp_path / "resumed", tmp_path / "results"
     result = run_in_process(
         f"resume={finished_run}",
         "trainer.epochs=2",
         "logger=none",
         f"hydra.run.dir={resumed}",
         "trainer.progress_bar=false",
+        "publish=true",
+        f"paths.results_dir={results}",
         cwd=tmp_path,
-    )  # no model=, task= or smoke sizes given
+    )  # no model=, task= or smoke sizes given; the first run was not published
     assert result.returncode == 0, result.stderr
     record = read_metrics(resumed)
     assert record["model"] == "organics" and record["task"] == "smnist" and record["epochs_completed"] == 2
     assert record["config"]["model"]["hidden_size"] == 8 and record["config"]["trainer"]["limit_train_batches"] == 2
     assert (resumed / "checkpoints" / "best.pt").exists()
     assert [row["step"] for row in rows(resumed / "steps.csv")] == ["1", "2", "3", "4"]
-
-
-def test_a_run_started_without_publish_can_be_published_when_resumed(tmp_path, finished_run):
-    """publish says what to do with the run, not what it computes: a resumed run may turn it on."""
-    results = tmp_path / "results"
-    result = run_in_process(
-        f"resume={finished_run}",
-        "trainer.epochs=2",
-        "publish=true",
-        f"paths.results_dir={results}",
-        f"hydra.run.dir={tmp_path / 'resumed'}",
-        cwd=tmp_path,
-    )
-    assert result.returncode == 0, result.stderr
     (published,) = results.glob("runs/*/organics/*/seed0.json")
     assert json.loads(published.read_text())["epochs_completed"] == 2
 
