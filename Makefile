@@ -60,7 +60,7 @@ bench: install ## Throughput: ORGaNICs per-step vs engine vs nn.LSTM, the rival 
 	$(PY) scripts/bench_throughput.py
 
 snapshot: install ## Commit-ready snapshots of the unfinished long runs under outputs/long/ -> results/in_progress/ (resume: results/in_progress/README.md)
-	$(BIN)/organics-bench-snapshot $$(for d in outputs/long/*/; do [ -f $$d/metrics.json ] && grep -qE '"status": "(running|interrupted)"' $$d/metrics.json && echo $$d; done)
+	$(BIN)/organics-bench-snapshot --all outputs/long
 
 resume-long: install ## Continue every unfinished long run of results/in_progress/ in the background, one thread each -> outputs/long/<experiment>_seed<k>/ (.log, .pid)
 	$(BIN)/organics-bench-snapshot --resume

@@ -1,6 +1,7 @@
 """`organics-bench-snapshot`: commit-ready snapshots of unfinished long runs, so that they resume exactly elsewhere.
 
     organics-bench-snapshot outputs/long/<run dir> [...]   # -> results/in_progress/<experiment>/seed<k>/
+    organics-bench-snapshot --all outputs/long             # every unfinished run dir under it (make snapshot)
     organics-bench-snapshot --figures                      # redraw every snapshot's training curves (make tables)
     organics-bench-snapshot --resume                       # continue each in the background (make resume-long)
 
@@ -90,6 +91,15 @@ def take_snapshot(run_dir: Path, results_dir: Path, evaluate: bool = True) -> Pa
     return target
 
 
+def unfinished_run_dirs(parent: Path) -> list[Path]:
+    """The run dirs directly under `parent` whose status is unfinished (running or interrupted), by name."""
+    found = []
+    for metrics in sorted(parent.glob("*/metrics.json")):
+        if json.loads(metrics.read_text()).get("status") in UNFINISHED:
+            found.append(metrics.parent)
+    return found
+
+
 def _best_test_accuracy(run_dir: Path) -> float | None:
     """The test accuracy of the run's best-validation weights (checkpoints/best.pt), by `mode=evaluate`."""
     with tempfile.TemporaryDirectory() as out:
@@ -175,6 +185,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="organics-bench-snapshot", description=__doc__.split("\n\n")[0])
     parser.add_argument("run_dirs", nargs="*", type=Path, help="run dirs of unfinished runs")
     parser.add_argument("--results-dir", type=Path, default=Path("results"), help="holds in_progress/")
+    parser.add_argument(
+        "--all", type=Path, metavar="DIR", help="also snapshot every unfinished run dir directly under DIR"
+    )
     parser.add_argument("--no-evaluate", action="store_true", help="skip the test accuracy of the best weights")
     parser.add_argument("--figures", action="store_true", help="redraw the training curves of every snapshot")
     parser.add_argument(
@@ -182,7 +195,12 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--long-dir", type=Path, default=Path("outputs/long"), help="where --resume puts run dirs")
     args = parser.parse_args(argv)
-    for run_dir in args.run_dirs:
+    if args.all is not None and not args.all.is_dir():
+        _fail(f"--all {args.all}: no such folder")
+    run_dirs = [*args.run_dirs, *(unfinished_run_dirs(args.all) if args.all is not None else [])]
+    if args.all is not None and not run_dirs:
+        print(f"no unfinished run dir under {args.all}")
+    for run_dir in run_dirs:
         if not (run_dir / "metrics.json").is_file() or not (run_dir / "checkpoints" / "last.pt").is_file():
             _fail(f"{run_dir} is not a run dir with a checkpoint (metrics.json, checkpoints/last.pt)")
         print(f"snapshot: {take_snapshot(run_dir, args.results_dir, evaluate=not args.no_evaluate)}")

@@ -107,6 +107,21 @@ def test_a_signalled_run_is_snapshotted_and_a_snapshot_never_goes_back(tmp_path,
     assert json.loads((snapshot / "progress.json").read_text())["epochs_completed"] == 5
 
 
+def test_all_snapshots_exactly_the_unfinished_run_dirs_under_a_folder(tmp_path, interrupted_run, capsys):
+    """make snapshot: `--all DIR` picks the running and interrupted run dirs under DIR and leaves finished ones."""
+    results, long_dir = tmp_path / "results", tmp_path / "long_runs"
+    record = read_metrics(interrupted_run)
+    for name, status, experiment in (("a", "running", "exp_a"), ("b", "interrupted", "exp_b"), ("c", "ok", "exp_c")):
+        shutil.copytree(interrupted_run, long_dir / name)
+        (long_dir / name / "metrics.json").write_text(json.dumps(record | {"status": status, "experiment": experiment}))
+    assert in_progress.unfinished_run_dirs(long_dir) == [long_dir / "a", long_dir / "b"]
+    in_progress.main(["--all", str(long_dir), "--results-dir", str(results), "--no-evaluate"])
+    assert sorted(p.name for p in (results / "in_progress").iterdir()) == ["exp_a", "exp_b"]
+    with pytest.raises(SystemExit) as exit_info:
+        in_progress.main(["--all", str(tmp_path / "missing"), "--results-dir", str(results)])
+    assert exit_info.value.code == 2 and "no such folder" in capsys.readouterr().err
+
+
 def test_resume_starts_every_snapshot_in_the_background_and_skips_a_taken_run_dir(tmp_path, interrupted_run, capsys):
     """make resume-long: each snapshot's run continues detached into <long dir>/<experiment>_seed<k>, with its log and
     pid file; a snapshot whose run dir exists is skipped and said so."""
