@@ -11,6 +11,9 @@ TABLE2 := $(call experiments,paper/table2_)
 TABLE2_CPU := $(call experiments,cpu/table2_)
 THEORY := $(call experiments,theory/)
 comma := ,
+# A long sweep's fixed Hydra sweep dir: the same make target run again (after a crash or a session's end) continues
+# each unfinished job from its last checkpoint and skips the finished ones (docs/runs.md)
+sweep_dir = hydra.sweep.dir=outputs/sweeps/$(1)
 space := $(empty) $(empty)
 
 .DEFAULT_GOAL := help
@@ -86,17 +89,17 @@ reproduce-table2-cpu: install ## Table 2 at CPU scale (196 steps, 20 epochs; doc
 
 .PHONY: table2-cpu-lr-grid table2-cpu-seeds
 table2-cpu-lr-grid: install ## The LSTM/GRU 64 learning-rate grid of the CPU-scale Table 2: lr 3e-4..1e-2 on psMNIST, seed 0 (~2 h on 1 CPU)
-	$(BIN)/organics-bench -m experiment=cpu/lr_grid_lstm64_psmnist publish=true $(ARGS)
-	$(BIN)/organics-bench -m experiment=cpu/lr_grid_gru64_psmnist publish=true $(ARGS)
+	$(BIN)/organics-bench -m experiment=cpu/lr_grid_lstm64_psmnist publish=true $(call sweep_dir,lr_grid_lstm64) $(ARGS)
+	$(BIN)/organics-bench -m experiment=cpu/lr_grid_gru64_psmnist publish=true $(call sweep_dir,lr_grid_gru64) $(ARGS)
 
 TABLE2_CPU_SEEDED := $(foreach row,organics64 lstm64 gru64 lipschitz_rnn64,$(foreach t,psmnist smnist,cpu/table2_$(row)_$(t)))
 table2-cpu-seeds: install ## Seeds 1-2 of the CPU-scale rows that the paper's comparisons need (ORGaNICs, LSTM, GRU, Lipschitz RNN; ~3 h on 1 CPU)
 	$(BIN)/organics-bench -m experiment=$(subst $(space),$(comma),$(TABLE2_CPU_SEEDED)) seed=1,2 trainer.num_threads=1 \
-		trainer.progress_bar=false publish=true $(ARGS)
+		trainer.progress_bar=false publish=true $(call sweep_dir,table2_cpu_seeds) $(ARGS)
 
 .PHONY: leaderboard leaderboard-table
 leaderboard: install ## Stability leaderboard: 10 sequence models x lr 1e-4..1e-1 x 3 seeds, no clipping (~45 min, 1 CPU), then its table
-	$(BIN)/organics-bench -m experiment=stability/leaderboard publish=true
+	$(BIN)/organics-bench -m experiment=stability/leaderboard publish=true $(call sweep_dir,leaderboard)
 	$(BIN)/organics-bench-leaderboard
 
 leaderboard-table: install ## The stability leaderboard's table and figure from its records -> results/tables/stability.md
@@ -105,16 +108,20 @@ leaderboard-table: install ## The stability leaderboard's table and figure from 
 .PHONY: parity adding long-sequences
 PARITY_MODELS := organics,organics_fixed_tau,lstm,gru,rnn,ssn,lipschitz_rnn,antisymmetric_rnn
 parity: install ## Parity length generalisation: every sequence model x seeds 0-2 (docs/protocols.md), then the long-sequence report
-	$(BIN)/organics-bench -m experiment=extension/parity model=$(PARITY_MODELS) seed=0,1,2 trainer.num_threads=1 publish=true $(ARGS)
-	$(BIN)/organics-bench -m experiment=extension/parity model=organics model.recurrence=identity seed=0,1,2 trainer.num_threads=1 publish=true $(ARGS)
-	$(BIN)/organics-bench -m experiment=extension/parity model=cornn model.hidden_size=128 seed=0,1,2 trainer.num_threads=1 publish=true $(ARGS)
+	$(BIN)/organics-bench -m experiment=extension/parity model=$(PARITY_MODELS) seed=0,1,2 trainer.num_threads=1 publish=true \
+		$(call sweep_dir,parity) $(ARGS)
+	$(BIN)/organics-bench -m experiment=extension/parity model=organics model.recurrence=identity seed=0,1,2 trainer.num_threads=1 publish=true \
+		$(call sweep_dir,parity_organics_identity) $(ARGS)
+	$(BIN)/organics-bench -m experiment=extension/parity model=cornn model.hidden_size=128 seed=0,1,2 trainer.num_threads=1 publish=true \
+		$(call sweep_dir,parity_cornn) $(ARGS)
 	$(BIN)/organics-bench-long-sequences
 
 adding: install ## Adding problem, T = 200 (3 seeds) and T = 1000 (1 seed), every sequence model (docs/protocols.md), then the report
-	$(BIN)/organics-bench -m experiment=extension/adding200 publish=true $(ARGS)
-	$(BIN)/organics-bench -m experiment=extension/adding200 adding=cornn optimizer.lr=0.02 publish=true $(ARGS)
-	$(BIN)/organics-bench -m experiment=extension/adding1000 publish=true $(ARGS)
-	$(BIN)/organics-bench -m experiment=extension/adding1000 adding=cornn optimizer.lr=0.02 publish=true $(ARGS)
+	$(BIN)/organics-bench -m experiment=extension/adding200 publish=true $(call sweep_dir,adding200) $(ARGS)
+	$(BIN)/organics-bench -m experiment=extension/adding200 adding=cornn optimizer.lr=0.02 publish=true $(call sweep_dir,adding200_cornn) $(ARGS)
+	$(BIN)/organics-bench -m experiment=extension/adding1000 publish=true $(call sweep_dir,adding1000) $(ARGS)
+	$(BIN)/organics-bench -m experiment=extension/adding1000 adding=cornn optimizer.lr=0.02 publish=true \
+		$(call sweep_dir,adding1000_cornn) $(ARGS)
 	$(BIN)/organics-bench-long-sequences
 
 long-sequences: install ## Parity and adding-problem tables and figures, gradient flow through time, from the records -> results/{tables,figures}/long_sequences_*

@@ -29,12 +29,11 @@ from omegaconf import OmegaConf
 
 from organics_bench.io import finite_or_none, write_text_atomic
 from organics_bench.report import diverged, load_records
-from organics_bench.training.records import config_hash, job_config
+from organics_bench.training.records import FINISHED, config_hash, job_config
 
 EXPERIMENT = "stability/leaderboard"  # the experiment choice whose sweep this reads
 THRESHOLDS = ("1", "10", "100", "1000")  # the levels of the records' grad_norm.fraction_above
 DEFAULT_THRESHOLD = "10"
-FINISHED = ("ok", "diverged")
 
 
 @dataclass

@@ -25,6 +25,7 @@ from pathlib import Path
 from organics_bench.errors import UserError
 from organics_bench.io import finite_or_none, write_text_atomic
 from organics_bench.report import diverged, load_records
+from organics_bench.training.records import FINISHED
 
 PARITY_EXPERIMENT = "parity"
 ADDING_EXPERIMENTS = ("adding200", "adding1000")
@@ -54,7 +55,7 @@ class Group:
 
     @property
     def finished(self) -> list[dict]:
-        return [r for r in self.records if r["status"] in ("ok", "diverged")]
+        return [r for r in self.records if r["status"] in FINISHED]
 
     @property
     def good(self) -> list[dict]:

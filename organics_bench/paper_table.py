@@ -25,7 +25,7 @@ from organics_bench.cli import available_choices
 from organics_bench.in_progress import read_progress
 from organics_bench.io import write_text_atomic
 from organics_bench.report import diverged, load_records
-from organics_bench.training.records import config_hash, job_config
+from organics_bench.training.records import FINISHED, config_hash, job_config
 
 FAMILIES = ("paper", "cpu")
 COLUMNS = (
@@ -95,7 +95,7 @@ def table_row(experiment: Experiment, results_dir: Path) -> dict[str, str]:
     folder = results_dir / "runs" / experiment.name
     records = load_records(folder) if folder.is_dir() else []
     runs = [r for r in records if config_hash(r["config"]) == experiment.hash]
-    finished = [r for r in runs if r["status"] in ("ok", "diverged")]
+    finished = [r for r in runs if r["status"] in FINISHED]
     tested = [r for r in finished if r["metrics"].get("test/acc") is not None]
     accs = [100 * r["metrics"]["test/acc"] for r in tested if not diverged(r)]
     n_diverged = sum(map(diverged, finished))

@@ -8,6 +8,7 @@ import fcntl
 import json
 import math
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -215,6 +216,28 @@ def test_sigterm_then_requeue_into_the_same_dir_matches_an_uninterrupted_run(tmp
     steps = [row["step"] for row in rows(requeued / "steps.csv")]
     assert steps == [str(k) for k in range(1, 41)]
     assert read_metrics(requeued)["metrics"] == read_metrics(straight)["metrics"]
+
+
+def test_a_sweep_run_again_into_its_sweep_dir_continues_the_unfinished_jobs_and_skips_the_finished(tmp_path, smoke):
+    """How the long make targets (parity, adding, the CPU-scale grids) resume after a crash or a session's end: the
+    same multirun into the same hydra.sweep.dir continues each unfinished job from its last.pt and trains nothing
+    for a finished one (its record is published again, unchanged)."""
+    sweep, results = tmp_path / "sweep", tmp_path / "results"
+    args = ["-m", *smoke, "seed=0,1", "trainer.epochs=2", f"hydra.sweep.dir={sweep}", "publish=true"]
+    args += [f"paths.results_dir={results}"]
+    assert run_in_process(*args, cwd=tmp_path).returncode == 0
+    first, second = sorted(sweep.glob("*_seed*"))
+    finished = read_metrics(first)
+    steps_before = (first / "steps.csv").read_text()
+    (second / "metrics.json").write_text(json.dumps(read_metrics(second) | {"status": "interrupted"}))
+    shutil.rmtree(results)
+
+    result = run_in_process(*args, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("already finished (status ok)") == 1 and f"{first}" in result.stdout
+    assert read_metrics(first) == finished and (first / "steps.csv").read_text() == steps_before
+    assert read_metrics(second)["status"] == "ok" and read_metrics(second)["epochs_completed"] == 2
+    assert sorted(p.name for p in results.rglob("seed*.json")) == ["seed0.json", "seed1.json"]
 
 
 def test_sigterm_before_the_first_checkpoint_prints_no_resume_command(tmp_path, smoke):

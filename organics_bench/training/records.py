@@ -25,6 +25,7 @@ from organics_bench.models.base import count_trainable
 from organics_bench.tasks.base import SummarizesExtraTests, TaskData
 
 SCHEMA_VERSION = 1
+FINISHED = ("ok", "diverged")  # a run that ended on its own: a result (a divergence is one); others can continue
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
 # What a run computes: these config sections, less the keys that only say where or how fast it runs or what extra it
 # keeps (the model's engines and solvers are tested to give the same numbers as their reference forms).
@@ -251,7 +252,7 @@ def retire_snapshot(results_dir: Path, record: dict) -> Path | None:
     same experiment, seed and config; returns the deleted snapshot dir. An unfinished record retires nothing."""
     snapshot = snapshot_dir(results_dir, record["experiment"], record["seed"])
     progress = snapshot / "progress.json"
-    if record["status"] not in ("ok", "diverged") or not progress.is_file():
+    if record["status"] not in FINISHED or not progress.is_file():
         return None
     if json.loads(progress.read_text())["config_hash"] != record["config_hash"]:
         return None

@@ -30,7 +30,7 @@ from organics_bench.training.checkpoint import (
 )
 from organics_bench.training.placement import resolve_device, resolve_threads
 from organics_bench.training.records import RunRecord, job_config, provenance, publish, retire_snapshot, segment
-from organics_bench.training.run_dir import previous_attempt
+from organics_bench.training.run_dir import finished_record, previous_attempt
 from organics_bench.training.sinks import WandbSink, read_csv_rows
 from organics_bench.training.trainer import Trainer
 
@@ -47,10 +47,16 @@ def train(cfg: DictConfig) -> dict:
     """Run the training job described by `cfg` in Hydra's output directory; returns its record (metrics.json).
 
     With `resume=<run dir or last.pt>` it continues that run (its stored config, `checkpoint.resumed_config`); a
-    job re-run into its own run dir (a requeue) continues from the last.pt it left there.
+    job re-run into its own run dir (a requeue, a sweep run again into its fixed `hydra.sweep.dir`) continues from
+    the last.pt it left there, or, if it has finished, trains nothing and returns (and publishes) its record.
     """
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
+    if not cfg.resume and (done := finished_record(run_dir)):
+        log.info("already finished in %s (status %s): nothing to train", run_dir, done["status"])
+        print(f"already finished (status {done['status']}): {run_dir}")
+        _publish(cfg, run_dir, done)
+        return done
     start = _starting_point(cfg, run_dir, list(hydra_cfg.overrides.task))
     cfg, model_name = start.cfg, start.model_name or hydra_cfg.runtime.choices["model"]
     config = job_config(cfg)
@@ -108,13 +114,18 @@ def train(cfg: DictConfig) -> dict:
     final = record.as_dict(summary)  # as the trainer wrote it to metrics.json when fit() ended
     if wandb_sink:
         wandb_sink.finish(final, run_dir / "figures")
-    if cfg.publish and cfg.paths.results_dir:
-        results_dir = Path(cfg.paths.results_dir)
-        log.info("results record: %s", publish(run_dir, results_dir, final))
-        if retired := retire_snapshot(results_dir, final):
-            log.info("finished: its in-progress snapshot %s is removed", retired)
+    _publish(cfg, run_dir, final)
     _report(summary, run_dir)
     return final
+
+
+def _publish(cfg: DictConfig, run_dir: Path, record: dict) -> None:
+    """With `publish=true`, copy the finished run's record into results/ and retire its in-progress snapshot."""
+    if cfg.publish and cfg.paths.results_dir:
+        results_dir = Path(cfg.paths.results_dir)
+        log.info("results record: %s", publish(run_dir, results_dir, record))
+        if retired := retire_snapshot(results_dir, record):
+            log.info("finished: its in-progress snapshot %s is removed", retired)
 
 
 @dataclass

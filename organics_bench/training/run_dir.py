@@ -2,12 +2,14 @@
 
 A run holds an exclusive lock on `<run dir>/run.lock` for its whole life: a second run pointed at the same dir
 is refused instead of interleaving its rows with the first one's. A dir that already holds a run of another
-config (or seed) is refused; the same config re-run into its own dir (a requeue) continues from its last.pt.
+config (or seed) is refused; the same config re-run into its own dir (a requeue, or a sweep run again into its
+fixed sweep dir) continues from its last.pt, or does nothing if that run has finished.
 """
 
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import shutil
 from pathlib import Path
@@ -15,7 +17,7 @@ from pathlib import Path
 import yaml
 
 from organics_bench.errors import UserError
-from organics_bench.training.records import config_hash
+from organics_bench.training.records import FINISHED, config_hash
 
 LOCK_NAME = "run.lock"
 _held: dict[Path, int] = {}
@@ -59,7 +61,8 @@ def _check_same_config(run_dir: Path, resolved: dict) -> None:
         raise UserError(
             f"the run dir {run_dir} holds a run of another config or seed (config hash "
             f"{config_hash(stored)}, seed {stored.get('seed')}; this one: {config_hash(resolved)}, seed "
-            f"{resolved.get('seed')}); choose another hydra.run.dir, or resume={run_dir} to continue it"
+            f"{resolved.get('seed')}); choose another hydra.run.dir (hydra.sweep.dir for a sweep), or resume={run_dir} "
+            "to continue it"
         )
 
 
@@ -67,6 +70,15 @@ def previous_attempt(run_dir: Path) -> Path | None:
     """The last.pt an earlier attempt of this same run left in `run_dir` (a requeued or re-run job), if any."""
     path = run_dir / "checkpoints" / "last.pt"
     return path if path.is_file() else None
+
+
+def finished_record(run_dir: Path) -> dict | None:
+    """The record (metrics.json) of a run that has already finished in `run_dir` (status ok or diverged), if any."""
+    path = run_dir / "metrics.json"
+    if not path.is_file():
+        return None
+    record = json.loads(path.read_text())
+    return record if record.get("status") in FINISHED else None
 
 
 def remove_if_unstarted(run_dir: Path, log_name: str, stop_at: Path) -> bool:

@@ -25,7 +25,7 @@ from organics_bench.tasks.base import Split, TaskData
 from organics_bench.tasks.objectives import CROSS_ENTROPY, Objective
 from organics_bench.training.checkpoint import save_checkpoint
 from organics_bench.training.placement import resolve_device
-from organics_bench.training.records import RunRecord
+from organics_bench.training.records import FINISHED, RunRecord
 from organics_bench.training.sinks import CsvLog, WandbSink
 
 log = logging.getLogger(__name__)
@@ -312,7 +312,7 @@ class Trainer:
     # ----- helpers ----------------------------------------------------------------------------------
     def _final_evaluation(self) -> None:
         """Test accuracy of the last weights and of the best-validation weights (the reported number)."""
-        if self.status not in ("ok", "diverged"):
+        if self.status not in FINISHED:
             return
         if self.status == "ok":
             loss, acc = self.evaluate(self.test)
