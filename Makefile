@@ -13,7 +13,8 @@ THEORY := $(call experiments,theory/)
 comma := ,
 # A long sweep's fixed Hydra sweep dir: the same make target run again (after a crash or a session's end) continues
 # each unfinished job from its last checkpoint and skips the finished ones (docs/runs.md)
-sweep_dir = hydra.sweep.dir=outputs/sweeps/$(1)
+SWEEPS ?= outputs/sweeps
+sweep_dir = hydra.sweep.dir=$(SWEEPS)/$(1)
 space := $(empty) $(empty)
 
 .DEFAULT_GOAL := help
@@ -116,12 +117,18 @@ parity: install ## Parity length generalisation: every sequence model x seeds 0-
 		$(call sweep_dir,parity_cornn) $(ARGS)
 	$(BIN)/organics-bench-long-sequences
 
-adding: install ## Adding problem, T = 200 (3 seeds) and T = 1000 (1 seed), every sequence model (docs/protocols.md), then the report
-	$(BIN)/organics-bench -m experiment=extension/adding200 publish=true $(call sweep_dir,adding200) $(ARGS)
-	$(BIN)/organics-bench -m experiment=extension/adding200 adding=cornn optimizer.lr=0.02 publish=true $(call sweep_dir,adding200_cornn) $(ARGS)
-	$(BIN)/organics-bench -m experiment=extension/adding1000 publish=true $(call sweep_dir,adding1000) $(ARGS)
-	$(BIN)/organics-bench -m experiment=extension/adding1000 adding=cornn optimizer.lr=0.02 publish=true \
-		$(call sweep_dir,adding1000_cornn) $(ARGS)
+ADDING_CHOSEN = $(SWEEPS)/adding_chosen_lr.txt
+adding: install ## Adding problem: lr grid on seed 0 at T = 200, then seeds 1-2 and T = 1000 at each model's chosen lr (docs/protocols.md), then the report
+	$(BIN)/organics-bench -m experiment=extension/adding200 publish=true $(call sweep_dir,adding200_grid) $(ARGS)
+	$(BIN)/organics-bench -m experiment=extension/adding200 adding=cornn optimizer.lr=0.02 publish=true \
+		$(call sweep_dir,adding200_cornn) $(ARGS)
+	mkdir -p $(SWEEPS) && $(BIN)/organics-bench-long-sequences --chosen-lr adding200 > $(ADDING_CHOSEN)
+	while read -r entries lr; do \
+		$(BIN)/organics-bench -m experiment=extension/adding200 $$entries $$lr seed=1,2 publish=true \
+			$(call sweep_dir,adding200_seeds_lr$${lr#*=}) $(ARGS) < /dev/null && \
+		$(BIN)/organics-bench -m experiment=extension/adding1000 $$entries $$lr publish=true \
+			$(call sweep_dir,adding1000_lr$${lr#*=}) $(ARGS) < /dev/null || exit 1; \
+	done < $(ADDING_CHOSEN)
 	$(BIN)/organics-bench-long-sequences
 
 long-sequences: install ## Parity and adding-problem tables and figures, gradient flow through time, from the records -> results/{tables,figures}/long_sequences_*

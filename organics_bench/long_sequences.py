@@ -5,6 +5,7 @@ records under results/runs/ (docs/protocols.md, 'Parity tasks' and 'Adding probl
     -> results/tables/long_sequences_parity.md,  results/figures/long_sequences_parity.png
        results/tables/long_sequences_adding.md,  results/figures/long_sequences_adding.png
        results/figures/long_sequences_gradient_flow.png
+    organics-bench-long-sequences --chosen-lr adding200   # each model's rate from the grid (make adding's stage 2)
 
 Runs are grouped by config hash (seeds of one config); a group's label is its adding entry's (`adding.label`) or its
 model's, with "(W_r = I)" for ORGaNICs with recurrence=identity. Accuracies and MSEs are over the seeds that finished
@@ -29,6 +30,7 @@ from organics_bench.training.records import FINISHED
 
 PARITY_EXPERIMENT = "parity"
 ADDING_EXPERIMENTS = ("adding200", "adding1000")
+GRID_SEED = 0  # the adding problem's learning-rate grid runs this seed; each model's rate is chosen on it alone
 SOLVED_MSE = 0.01  # "solved": validation MSE at or below this (coRNN and LEM report when their curves cross it)
 BASELINE_MSE = 1 / 6  # the always-1 predictor (tasks/adding.py)
 LABELS = {
@@ -267,12 +269,14 @@ def adding_table(groups: list[Group], experiments: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def best_per_label(groups: list[Group]) -> list[Group]:
-    """Each label's group with the lowest mean final validation MSE (diverged and unmeasured groups last)."""
+def chosen_per_label(groups: list[Group]) -> list[Group]:
+    """Each label's group at its chosen learning rate: the lowest final validation MSE of the grid seed's run
+    (`GRID_SEED`; a diverged or missing one scores worst, a tie keeps the lower rate). Scoring that seed alone keeps
+    the choice fixed once the other seeds have run at it."""
 
     def score(g: Group) -> float:
-        finals = [curve[-1][1] for r in g.good if (curve := mse_curve(r))]
-        return statistics.mean(finals) if finals else math.inf
+        runs = [r for r in g.good if r["seed"] == GRID_SEED and mse_curve(r)]
+        return mse_curve(runs[0])[-1][1] if runs else math.inf
 
     best: dict[str, Group] = {}
     for g in groups:
@@ -281,15 +285,30 @@ def best_per_label(groups: list[Group]) -> list[Group]:
     return list(best.values())
 
 
+def chosen_lr_overrides(results_dir: Path, experiment: str) -> list[str]:
+    """The Hydra overrides that run each adding entry at its chosen rate (`chosen_per_label`) on `experiment`'s
+    grid: one line per rate, `adding=<entry>,<entry> optimizer.lr=<rate>`."""
+    groups = group(load_experiment(results_dir, experiment))
+    if not groups:
+        raise UserError(f"no records under {results_dir}/runs/{experiment}/: run its learning-rate grid first")
+    by_lr: dict[float, list[str]] = {}
+    for g in chosen_per_label(groups):
+        entry = ((g.records[0].get("config") or {}).get("adding") or {}).get("entry")
+        if entry is None:
+            raise UserError(f"results/runs/{experiment}/ holds a run without an adding entry ({g.label})")
+        by_lr.setdefault(g.lr, []).append(entry)
+    return [f"adding={','.join(sorted(entries))} optimizer.lr={lr:g}" for lr, entries in sorted(by_lr.items())]
+
+
 def plot_adding(groups: list[Group], path: Path) -> Path:
-    """Validation MSE against iterations, one panel per length, each model at its best lr (one line per seed)."""
+    """Validation MSE against iterations, one panel per length, each model at its chosen lr (one line per seed)."""
     from organics_bench.plots import plt, save_figure
 
     lengths = sorted({g.length for g in groups})
     fig, axes = plt.subplots(1, len(lengths), figsize=(6.5 * len(lengths), 4.8), constrained_layout=True, squeeze=False)
     labels = sorted({g.label for g in groups})
     for ax, length in zip(axes[0], lengths):
-        for g in best_per_label([g for g in groups if g.length == length]):
+        for g in chosen_per_label([g for g in groups if g.length == length]):
             color = plt.cm.tab10(labels.index(g.label) % 10)
             for i, record in enumerate(g.finished):
                 if curve := mse_curve(record):
@@ -315,12 +334,12 @@ def flow_endpoints(record: dict) -> tuple[list[float], list[float]] | None:
 
 
 def plot_gradient_flow(groups: list[Group], path: Path) -> Path:
-    """Two panels (at initialisation, after training): ||dL/d h_t|| against t for each model at its best lr (its
+    """Two panels (at initialisation, after training): ||dL/d h_t|| against t for each model at its chosen lr (its
     lowest seed) at the longest length run."""
     from organics_bench.plots import plt, save_figure
 
     length = max(g.length for g in groups)
-    chosen = best_per_label([g for g in groups if g.length == length])
+    chosen = chosen_per_label([g for g in groups if g.length == length])
     labels = sorted({g.label for g in groups})
     fig, axes = plt.subplots(1, 2, figsize=(13, 4.8), constrained_layout=True, sharey=True)
     for g in chosen:
@@ -393,8 +412,16 @@ def main(argv: list[str] | None = None) -> None:
         default=list(ADDING_EXPERIMENTS),
         help=f"the adding experiments' names (default: {' '.join(ADDING_EXPERIMENTS)})",
     )
+    parser.add_argument(
+        "--chosen-lr",
+        metavar="EXPERIMENT",
+        help="print, one line per rate, the overrides that run each adding entry at the rate its grid chose; write nothing",
+    )
     args = parser.parse_args(argv)
     try:
+        if args.chosen_lr:
+            print("\n".join(chosen_lr_overrides(args.results_dir, args.chosen_lr)))
+            return
         written = build(args.results_dir, args.parity, tuple(args.adding))
     except UserError as err:
         print(err, file=sys.stderr)

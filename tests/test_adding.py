@@ -1,8 +1,12 @@
 """The adding problem: its generator, its objective (MSE), bad input, and a smoke run of every sequence model on it
 through the experiment's own entries, published and turned into the long-sequence tables."""
 
+import csv
 import json
 import math
+import shutil
+import subprocess
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,7 +16,7 @@ from organics_bench.long_sequences import main as long_sequences
 from organics_bench.models.rnn import TanhRNN
 from organics_bench.tasks.adding import BASELINE_MSE, AddingProblem, adding_sequences
 from organics_bench.tasks.objectives import MSE, objective
-from tests.helpers import one_line_error, run_in_process
+from tests.helpers import ROOT, one_line_error, run_in_process
 
 ENTRIES = (
     "organics",
@@ -133,7 +137,7 @@ def test_every_sequence_model_runs_the_adding_experiment_and_its_records_make_th
     assert (results / "figures" / "long_sequences_gradient_flow.png").stat().st_size > 10_000
 
 
-def test_the_cornn_sweep_runs_at_its_own_lr_once_per_seed(tmp_path):
+def test_the_cornn_sweep_runs_at_its_own_lr_on_the_grid_seed(tmp_path):
     sweep = run_in_process(
         "-m",
         "debug=smoke",
@@ -147,8 +151,89 @@ def test_the_cornn_sweep_runs_at_its_own_lr_once_per_seed(tmp_path):
     assert sweep.returncode == 0, sweep.stderr[-3000:]
     jobs = sorted((tmp_path / "sweep").glob("*/metrics.json"))
     configs = [json.loads(path.read_text())["config"] for path in jobs]
-    assert [(c["seed"], c["optimizer"]["lr"], c["model"]["gamma"]) for c in configs] == [
-        (0, 0.02, 66.0),
-        (1, 0.02, 66.0),
-        (2, 0.02, 66.0),
+    assert [(c["seed"], c["optimizer"]["lr"], c["model"]["gamma"]) for c in configs] == [(0, 0.02, 66.0)]
+
+
+def _set_final_val_mse(history: Path, value: float) -> None:
+    rows = list(csv.DictReader(history.open()))
+    rows[-1]["val_loss"] = str(value)
+    with history.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def test_each_entry_runs_on_at_the_rate_with_the_lower_final_mse_of_the_grid_seed(tmp_path, capsys):
+    """make adding's stage 2: `--chosen-lr` picks each entry's rate on seed 0 of the grid alone, so seeds run at it
+    later never change the choice; one override line per rate."""
+    results = tmp_path / "results"
+    sweep = run_in_process(
+        "-m",
+        "debug=smoke",
+        "experiment=extension/adding200",
+        "adding=rnn,gru",
+        "optimizer.lr=0.001,0.01",
+        *SMALL_SETS,
+        "diagnostics=none",
+        f"paths.results_dir={results}",
+        "publish=true",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        cwd=tmp_path,
+    )
+    assert sweep.returncode == 0, sweep.stderr[-3000:]
+    final_mse = {("rnn", 0.001): 0.05, ("rnn", 0.01): 0.02, ("gru", 0.001): 0.03, ("gru", 0.01): 0.09}
+    for path in (results / "runs" / "adding200").glob("*/*/seed0.json"):
+        config = json.loads(path.read_text())["config"]
+        key = (config["adding"]["entry"], config["optimizer"]["lr"])
+        _set_final_val_mse(path.with_name("seed0.history.csv"), final_mse[key])
+        if key == ("rnn", 0.01):  # a later seed at the chosen rate, far worse: the choice stands
+            shutil.copy(path.with_name("seed0.history.csv"), path.with_name("seed1.history.csv"))
+            path.with_name("seed1.json").write_text(json.dumps(json.loads(path.read_text()) | {"seed": 1}))
+            _set_final_val_mse(path.with_name("seed1.history.csv"), 0.9)
+    long_sequences(["--results-dir", str(results), "--chosen-lr", "adding200"])
+    assert capsys.readouterr().out.splitlines() == ["adding=gru optimizer.lr=0.001", "adding=rnn optimizer.lr=0.01"]
+    assert not (results / "tables").exists()  # it only prints
+
+    with pytest.raises(SystemExit) as exit_info:
+        long_sequences(["--results-dir", str(tmp_path / "empty"), "--chosen-lr", "adding200"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: no records under") and len(err.splitlines()) == 1
+
+
+def test_make_adding_runs_the_grid_then_each_chosen_rate_on_seeds_1_2_and_at_t_1000(tmp_path):
+    """The target's control flow, with stand-ins for the two commands that log their arguments."""
+    fake_bin, calls = tmp_path / "bin", tmp_path / "calls.txt"
+    fake_bin.mkdir()
+    (fake_bin / "organics-bench").write_text(f'#!/bin/sh\necho "$*" >> {calls}\n')
+    chosen = "adding=gru optimizer.lr=0.001\nadding=lstm,rnn optimizer.lr=0.01"
+    (fake_bin / "organics-bench-long-sequences").write_text(
+        f'#!/bin/sh\necho "report $*" >> {calls}\n[ "$1" = --chosen-lr ] && printf "{chosen}\\n"\nexit 0\n'
+    )
+    for script in fake_bin.iterdir():
+        script.chmod(0o755)
+    sweeps = tmp_path / "sweeps"
+    result = subprocess.run(
+        ["make", "-o", "install", "adding", f"BIN={fake_bin}", f"SWEEPS={sweeps}", "ARGS=x=1"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = calls.read_text().splitlines()
+    assert lines == [
+        f"-m experiment=extension/adding200 publish=true hydra.sweep.dir={sweeps}/adding200_grid x=1",
+        f"-m experiment=extension/adding200 adding=cornn optimizer.lr=0.02 publish=true "
+        f"hydra.sweep.dir={sweeps}/adding200_cornn x=1",
+        "report --chosen-lr adding200",
+        f"-m experiment=extension/adding200 adding=gru optimizer.lr=0.001 seed=1,2 publish=true "
+        f"hydra.sweep.dir={sweeps}/adding200_seeds_lr0.001 x=1",
+        f"-m experiment=extension/adding1000 adding=gru optimizer.lr=0.001 publish=true "
+        f"hydra.sweep.dir={sweeps}/adding1000_lr0.001 x=1",
+        f"-m experiment=extension/adding200 adding=lstm,rnn optimizer.lr=0.01 seed=1,2 publish=true "
+        f"hydra.sweep.dir={sweeps}/adding200_seeds_lr0.01 x=1",
+        f"-m experiment=extension/adding1000 adding=lstm,rnn optimizer.lr=0.01 publish=true "
+        f"hydra.sweep.dir={sweeps}/adding1000_lr0.01 x=1",
+        "report ",
     ]

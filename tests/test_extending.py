@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import CLI_ENV, one_line_error, run_cli, run_in_process
+from tests.helpers import CLI_ENV, ROOT, one_line_error, run_cli, run_in_process
 
 CELL = """
 import torch
@@ -99,7 +99,7 @@ def test_the_recipe_compares_a_cell_from_outside_with_a_suite_model_in_one_table
     assert json.loads(published.with_name("seed0.diagnostics.json").read_text())["gradient_flow"]  # a DynamicalModel
     (lstm,) = (bench / "results" / "runs" / "smnist" / "lstm").glob("*/seed0.json")
     assert json.loads(lstm.read_text())["external_code"] == []
-    assert not (Path(__file__).resolve().parents[1] / "conf" / "my_cells.py").exists()
+    assert not (ROOT / "conf" / "my_cells.py").exists()
 
 
 @pytest.fixture

@@ -8,9 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import run_cli, smoke_overrides
-
-REPO = Path(__file__).resolve().parents[1]
+from tests.helpers import ROOT, run_cli, smoke_overrides
 
 
 def test_editable_install_finds_conf_from_any_directory(tmp_path):
@@ -24,7 +22,7 @@ def test_every_console_script_is_installed_and_names_a_function():
     scripts that pyproject.toml declares are installed beside this interpreter and load those same functions."""
     from importlib.metadata import entry_points
 
-    section = (REPO / "pyproject.toml").read_text().split("[project.scripts]\n", 1)[1].split("\n[", 1)[0]
+    section = (ROOT / "pyproject.toml").read_text().split("[project.scripts]\n", 1)[1].split("\n[", 1)[0]
     declared = dict(line.replace('"', "").split(" = ") for line in section.strip().splitlines())
     assert "organics-bench" in declared and len(declared) >= 5, declared
     installed = {ep.name: ep for ep in entry_points(group="console_scripts") if ep.name in declared}
@@ -38,7 +36,7 @@ def test_every_console_script_is_installed_and_names_a_function():
 @pytest.mark.slow
 def test_built_wheel_carries_configs_and_data_and_runs(tmp_path):
     build = subprocess.run(
-        [sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(tmp_path), str(REPO)],
+        [sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(tmp_path), str(ROOT)],
         capture_output=True,
         text=True,
         timeout=300,

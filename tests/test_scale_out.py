@@ -5,14 +5,11 @@ evaluation of saved checkpoints. The launcher plugins run the installed console 
 import json
 import os
 import subprocess
-from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_module
 
-from tests.helpers import one_line_error, read_metrics, run_cli, run_in_process, smoke_overrides
-
-REPO = Path(__file__).resolve().parents[1]
+from tests.helpers import ROOT, one_line_error, read_metrics, run_cli, run_in_process, smoke_overrides
 
 
 @pytest.mark.parametrize(
@@ -73,7 +70,7 @@ def test_make_targets_pass_args_to_every_reproduce_command():
     args = "ARGS=hydra/launcher=slurm hydra.launcher.partition=gpu"
     result = subprocess.run(
         ["make", "-n", "reproduce-table2", "reproduce-table1", "reproduce-table2-cpu", "SEEDS=0,1,2", args],
-        cwd=REPO,
+        cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=60,
@@ -87,7 +84,7 @@ def test_make_targets_pass_args_to_every_reproduce_command():
         assert " seed=0,1,2 " in command, command
         assert command.endswith(" publish=true hydra/launcher=slurm hydra.launcher.partition=gpu"), command
         swept.append(command.split(" experiment=", 1)[1].split(" ", 1)[0].split(","))
-    conf = REPO / "conf" / "experiment"
+    conf = ROOT / "conf" / "experiment"
     assert swept == [
         sorted(f"paper/{p.stem}" for p in (conf / "paper").glob("table2_*.yaml")),
         sorted(f"paper/{p.stem}" for p in (conf / "paper").glob("table1_*.yaml")),
