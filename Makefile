@@ -18,7 +18,7 @@ sweep_dir = hydra.sweep.dir=$(SWEEPS)/$(1)
 space := $(empty) $(empty)
 
 .DEFAULT_GOAL := help
-.PHONY: help install data demo test lint format test-fast smoke theory bench bench-epoch snapshot resume-long cuda-check reproduce-table1 reproduce-table2 reproduce-table2-cpu tables wandb-sync \
+.PHONY: help install data demo test lint format test-fast smoke theory bench bench-epoch snapshot resume-long start-long long-status cuda-check reproduce-table1 reproduce-table2 reproduce-table2-cpu tables wandb-sync \
 	clean clean-outputs
 
 help: ## List the targets
@@ -68,6 +68,13 @@ snapshot: install ## Commit-ready snapshots of the unfinished long runs under ou
 
 resume-long: install ## Continue every unfinished long run of results/in_progress/ in the background, one thread each -> outputs/long/<experiment>_seed<k>/ (.log, .pid)
 	$(BIN)/organics-bench-snapshot --resume
+
+start-long: install ## Start EXPERIMENTS="paper/... ..." (seed SEED, default 0) afresh in the background like resume-long, one thread each
+	$(if $(EXPERIMENTS),,$(error name the runs: make start-long EXPERIMENTS="paper/table2_lstm64_psmnist ..."))
+	$(BIN)/organics-bench-snapshot --start $(EXPERIMENTS) --seed $(or $(SEED),0)
+
+long-status: install ## The long runs under outputs/long/: status, epoch, seconds per epoch, time left, best validation accuracy
+	$(BIN)/organics-bench-snapshot --status
 
 bench-epoch: install ## One real epoch of paper/table2_organics64_psmnist at 1 and 2 threads (needs `make data`; pause other runs) -> results/bench/epoch_<host>.md
 	$(PY) scripts/bench_epoch.py

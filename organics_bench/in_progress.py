@@ -4,6 +4,8 @@
     organics-bench-snapshot --all outputs/long             # every unfinished run dir under it (make snapshot)
     organics-bench-snapshot --figures                      # redraw every snapshot's training curves (make tables)
     organics-bench-snapshot --resume                       # continue each in the background (make resume-long)
+    organics-bench-snapshot --start paper/table2_lstm64_psmnist [...]   # a new long run, in the background
+    organics-bench-snapshot --status                       # each long run: epoch, pace, time left (make long-status)
 
 A snapshot is the part of a run dir that resuming needs (checkpoints/last.pt, steps.csv, history.csv, the running
 metrics.json, the diagnostics' spectra/ and gradient_flow/), plus progress.json: the epoch reached and the test
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
 import os
 import shutil
@@ -29,6 +32,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from organics_bench.cli import available_choices
 from organics_bench.io import write_json_atomic
 from organics_bench.plots import plot_training_curves
 from organics_bench.training.records import snapshot_dir, snapshot_figure
@@ -149,30 +153,121 @@ def resume_all(results_dir: Path, long_dir: Path, threads: int = 1) -> list[Path
         if run_dir.exists():
             print(f"skipped {snapshot}: {run_dir} exists (a live run, or an old one to move aside)")
             continue
-        long_dir.mkdir(parents=True, exist_ok=True)
-        command = [
-            str(Path(sys.executable).parent / "organics-bench"),
-            f"resume={snapshot.resolve()}",
-            f"trainer.num_threads={threads}",
-            "trainer.progress_bar=false",
-            "publish=true",
-            f"paths.results_dir={results_dir.resolve()}",
-            f"hydra.run.dir={run_dir.resolve()}",
-        ]
-        log = run_dir.with_name(run_dir.name + ".log")
-        with log.open("w") as out:
-            process = subprocess.Popen(
-                command,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,  # outlives this command and the shell that ran it
-                env=os.environ | {"OMP_NUM_THREADS": str(threads)},
-            )
-        run_dir.with_name(run_dir.name + ".pid").write_text(f"{process.pid}\n")
-        print(f"resumed {snapshot} -> {run_dir} (pid {process.pid}, log {log})")
+        pid = _launch([f"resume={snapshot.resolve()}"], run_dir, results_dir, threads)
+        print(f"resumed {snapshot} -> {run_dir} (pid {pid}, log {_log(run_dir)})")
         started.append(run_dir)
     return started
+
+
+def start_new(experiments: list[str], seed: int, results_dir: Path, long_dir: Path, threads: int = 1) -> list[Path]:
+    """Start each experiment's run of `seed` afresh in the background, as `resume_all` continues snapshots: into
+    `long_dir`/<experiment's file name>_seed<k>/, publishing when it finishes; `make snapshot` and `make resume-long`
+    then carry it across sessions. An unknown experiment is refused before anything starts; a taken run dir is
+    skipped and said so. Returns the run dirs started."""
+    known = available_choices("experiment")
+    if unknown := [e for e in experiments if e not in known]:
+        _fail(f"unknown experiment {', '.join(unknown)}: the choices are conf/experiment/<name>.yaml")
+    started = []
+    for experiment in experiments:
+        run_dir = long_dir / f"{Path(experiment).name}_seed{seed}"
+        if run_dir.exists():
+            print(f"skipped {experiment}: {run_dir} exists (a live run, or an old one to move aside)")
+            continue
+        pid = _launch([f"experiment={experiment}", f"seed={seed}"], run_dir, results_dir, threads)
+        print(f"started {experiment} seed {seed} -> {run_dir} (pid {pid}, log {_log(run_dir)})")
+        started.append(run_dir)
+    return started
+
+
+def _launch(overrides: list[str], run_dir: Path, results_dir: Path, threads: int) -> int:
+    """`organics-bench OVERRIDES` into `run_dir`, detached (it outlives this command and its shell), one progress
+    line per epoch in its log beside the run dir, its pid in a file there too; returns the pid."""
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    command = [
+        str(Path(sys.executable).parent / "organics-bench"),
+        *overrides,
+        f"trainer.num_threads={threads}",
+        "trainer.progress_bar=false",
+        "publish=true",
+        f"paths.results_dir={results_dir.resolve()}",
+        f"hydra.run.dir={run_dir.resolve()}",
+    ]
+    with _log(run_dir).open("w") as out:
+        process = subprocess.Popen(
+            command,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            env=os.environ | {"OMP_NUM_THREADS": str(threads)},
+        )
+    _pid_file(run_dir).write_text(f"{process.pid}\n")
+    return process.pid
+
+
+def _log(run_dir: Path) -> Path:
+    return run_dir.with_name(run_dir.name + ".log")
+
+
+def _pid_file(run_dir: Path) -> Path:
+    return run_dir.with_name(run_dir.name + ".pid")
+
+
+def long_run_status(long_dir: Path, pace_epochs: int = 5) -> str:
+    """A table of the run dirs under `long_dir`: status, epoch reached, the mean time of its last `pace_epochs`
+    epochs, the time left at that pace (while its process lives), best validation accuracy so far, and whether its
+    process (pid file) lives: a run whose process ended while it was running was killed (a machine's end of day)."""
+    lines = [
+        "| run | status | epoch | s / epoch | time left | best val acc | process |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for run_dir in sorted(d for d in long_dir.iterdir() if d.is_dir()):
+        if not (run_dir / "metrics.json").is_file():
+            lines.append(f"| {run_dir.name} | starting (no epoch yet) | — | — | — | — | {_process_state(run_dir)} |")
+            continue
+        record = json.loads((run_dir / "metrics.json").read_text())
+        history = run_dir / "history.csv"
+        with history.open(newline="") if history.is_file() else io.StringIO() as handle:
+            times = [float(row["epoch_time_s"]) for row in csv.DictReader(handle)][-pace_epochs:]
+        done, planned = record["epochs_completed"], record["epochs_planned"]
+        pace = sum(times) / len(times) if times else None
+        process = _process_state(run_dir)
+        status = record["status"]
+        if status == "running" and process.endswith("ended"):
+            status = "stopped (its process ended: snapshot it, then resume)"
+        left = _hours((planned - done) * pace) if pace is not None and process.endswith("alive") else "—"
+        best = record["metrics"].get("best_val/acc")
+        cells = [
+            run_dir.name,
+            status,
+            f"{done}/{planned}",
+            "—" if pace is None else f"{pace:.0f}",
+            left,
+            "—" if best is None else f"{best:.4f}",
+            process,
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _hours(seconds: float) -> str:
+    return f"{int(seconds // 3600)} h {int(seconds % 3600 // 60):02d} min"
+
+
+def _process_state(run_dir: Path) -> str:
+    if not _pid_file(run_dir).is_file():
+        return "—"
+    pid = int(_pid_file(run_dir).read_text())
+    command = Path(f"/proc/{pid}/cmdline")
+    try:
+        os.kill(pid, 0)
+        if command.parent.parent.is_dir() and b"organics" not in command.read_bytes():  # the pid was reused
+            return f"{pid} ended"
+    except (ProcessLookupError, FileNotFoundError):
+        return f"{pid} ended"
+    except PermissionError:
+        pass
+    return f"{pid} alive"
 
 
 def _fail(message: str) -> None:
@@ -193,7 +288,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--resume", action="store_true", help="start every snapshot's run in the background (one thread each)"
     )
-    parser.add_argument("--long-dir", type=Path, default=Path("outputs/long"), help="where --resume puts run dirs")
+    parser.add_argument(
+        "--start", nargs="+", metavar="EXPERIMENT", help="start these experiments' runs afresh in the background"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="the seed of the runs --start starts (default 0)")
+    parser.add_argument("--status", action="store_true", help="a table of the long runs: epoch, pace, time left")
+    parser.add_argument(
+        "--long-dir", type=Path, default=Path("outputs/long"), help="where --resume and --start put run dirs"
+    )
     args = parser.parse_args(argv)
     if args.all is not None and not args.all.is_dir():
         _fail(f"--all {args.all}: no such folder")
@@ -209,3 +311,7 @@ def main(argv: list[str] | None = None) -> None:
             print(f"figure: {draw_figure(progress.parent, args.results_dir)}")
     if args.resume:
         resume_all(args.results_dir, args.long_dir)
+    if args.start:
+        start_new(args.start, args.seed, args.results_dir, args.long_dir)
+    if args.status:
+        print(long_run_status(args.long_dir) if args.long_dir.is_dir() else f"no long runs: {args.long_dir} is empty")

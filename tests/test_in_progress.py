@@ -2,15 +2,23 @@
 segments a run records, and the tables showing a snapshot as in progress, never as a finished seed."""
 
 import contextlib
+import csv
 import json
 import os
 import shutil
+import subprocess
+import sys
 
 import pytest
 
 from organics_bench import in_progress, paper_table
 from organics_bench.training.records import snapshot_dir
 from tests.helpers import read_metrics, run_in_process, smoke_overrides
+
+
+def read_history(run_dir):
+    with (run_dir / "history.csv").open(newline="") as handle:
+        return list(csv.DictReader(handle))
 
 
 @pytest.fixture
@@ -140,6 +148,59 @@ def test_resume_starts_every_snapshot_in_the_background_and_skips_a_taken_run_di
     in_progress.main([str(interrupted_run), "--results-dir", str(results), "--no-evaluate"])
     in_progress.main(["--resume", "--results-dir", str(results), "--long-dir", str(long_dir)])
     assert f"skipped {snapshot_dir(results, record['experiment'], 0)}: {run_dir} exists" in capsys.readouterr().out
+
+
+def test_start_launches_each_new_long_run_refuses_an_unknown_experiment_and_skips_a_taken_dir(
+    tmp_path, monkeypatch, capsys
+):
+    """make start-long: each experiment starts detached into <long dir>/<its file name>_seed<k> (the launch itself is
+    resume-long's, run for real above); a typo stops everything before anything starts."""
+    launched = []
+    monkeypatch.setattr(
+        in_progress, "_launch", lambda overrides, run_dir, *_: launched.append((overrides, run_dir)) or 7
+    )
+    long_dir, results = tmp_path / "long", tmp_path / "results"
+    with pytest.raises(SystemExit) as exit_info:
+        in_progress.main(["--start", "paper/table2_lstm64_psmnist", "paper/nope", "--long-dir", str(long_dir)])
+    assert exit_info.value.code == 2 and "unknown experiment paper/nope" in capsys.readouterr().err
+    assert launched == []
+    (long_dir / "table2_organics_fixed_tau64_psmnist_seed3").mkdir(parents=True)
+    args = ["--start", "paper/table2_lstm64_psmnist", "paper/table2_organics_fixed_tau64_psmnist", "--seed", "3"]
+    in_progress.main([*args, "--long-dir", str(long_dir), "--results-dir", str(results)])
+    assert launched == [
+        (["experiment=paper/table2_lstm64_psmnist", "seed=3"], long_dir / "table2_lstm64_psmnist_seed3")
+    ]
+    out = capsys.readouterr().out
+    assert "skipped paper/table2_organics_fixed_tau64_psmnist" in out and "(pid 7," in out
+
+
+def test_status_shows_each_long_run_s_epoch_pace_time_left_and_process(tmp_path, interrupted_run, capsys):
+    long_dir = tmp_path / "long_runs"
+    for name in ("alive", "killed", "reused"):
+        shutil.copytree(interrupted_run, long_dir / name)
+    (long_dir / "starting").mkdir()
+    record = read_metrics(interrupted_run)
+    (long_dir / "alive" / "metrics.json").write_text(json.dumps(record | {"epochs_planned": 11}))
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", "organics-bench"])
+    (long_dir / "alive.pid").write_text(f"{live.pid}\n")
+    ended = subprocess.Popen(["true"])
+    ended.wait()
+    (long_dir / "killed.pid").write_text(f"{ended.pid}\n")
+    (long_dir / "reused.pid").write_text(f"{os.getpid()}\n")  # a live process, but not a run's
+    try:
+        in_progress.main(["--status", "--long-dir", str(long_dir)])
+    finally:
+        live.kill()
+        live.wait()
+    rows = {line.split(" | ")[0][2:]: line.split(" | ") for line in capsys.readouterr().out.splitlines()[2:]}
+    pace = float(rows["alive"][3])
+    epoch_time = float(read_history(interrupted_run)[-1]["epoch_time_s"])
+    assert rows["alive"][1:3] == ["running", "1/11"] and pace == pytest.approx(epoch_time, abs=0.5)
+    assert rows["alive"][4] == f"{int(10 * epoch_time // 3600)} h {int(10 * epoch_time % 3600 // 60):02d} min"
+    assert rows["alive"][6].strip(" |") == f"{live.pid} alive"
+    for name in ("killed", "reused"):
+        assert rows[name][1].startswith("stopped (its process ended") and rows[name][4] == "—"
+    assert rows["starting"][1] == "starting (no epoch yet)"
 
 
 def test_resuming_with_another_engine_says_so_and_records_both(tmp_path, smoke):
