@@ -1,4 +1,5 @@
-"""`organics-bench-snapshot`: commit-ready snapshots of unfinished long runs, so that they resume exactly elsewhere.
+"""`organics-bench-snapshot`: long runs across sessions: started and resumed in the background, watched, and
+snapshotted (commit-ready) when unfinished, so that they resume exactly elsewhere.
 
     organics-bench-snapshot outputs/long/<run dir> [...]   # -> results/in_progress/<experiment>/seed<k>/
     organics-bench-snapshot --all outputs/long             # every unfinished run dir under it (make snapshot)
