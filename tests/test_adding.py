@@ -105,15 +105,15 @@ def test_bad_input_is_one_error_line_and_nothing_written(tmp_path, override, exp
     assert list(tmp_path.iterdir()) == []
 
 
-def test_every_sequence_model_runs_the_adding_experiment_and_its_records_make_the_tables(tmp_path):
+def adding_smoke_sweep(tmp_path: Path, *overrides: str) -> Path:
+    """A smoke multirun of `experiment=extension/adding200` on small data sets into tmp_path/sweep, published to
+    tmp_path/results (returned)."""
     results = tmp_path / "results"
     sweep = run_in_process(
         "-m",
         "debug=smoke",
         "experiment=extension/adding200",
-        f"adding={','.join(ENTRIES)}",
-        "optimizer.lr=0.01",
-        "seed=0",
+        *overrides,
         *SMALL_SETS,
         f"paths.results_dir={results}",
         "publish=true",
@@ -121,6 +121,11 @@ def test_every_sequence_model_runs_the_adding_experiment_and_its_records_make_th
         cwd=tmp_path,
     )
     assert sweep.returncode == 0, sweep.stderr[-3000:]
+    return results
+
+
+def test_every_sequence_model_runs_the_adding_experiment_and_its_records_make_the_tables(tmp_path):
+    results = adding_smoke_sweep(tmp_path, f"adding={','.join(ENTRIES)}", "optimizer.lr=0.01", "seed=0")
     records = [json.loads(p.read_text()) for p in sorted((results / "runs" / "adding200").glob("*/*/seed0.json"))]
     assert sorted(r["config"]["adding"]["entry"] for r in records) == sorted(ENTRIES)
     for record in records:
@@ -138,17 +143,7 @@ def test_every_sequence_model_runs_the_adding_experiment_and_its_records_make_th
 
 
 def test_the_cornn_sweep_runs_at_its_own_lr_on_the_grid_seed(tmp_path):
-    sweep = run_in_process(
-        "-m",
-        "debug=smoke",
-        "experiment=extension/adding200",
-        "adding=cornn",
-        "optimizer.lr=0.02",
-        *SMALL_SETS,
-        f"hydra.sweep.dir={tmp_path / 'sweep'}",
-        cwd=tmp_path,
-    )
-    assert sweep.returncode == 0, sweep.stderr[-3000:]
+    adding_smoke_sweep(tmp_path, "adding=cornn", "optimizer.lr=0.02")
     jobs = sorted((tmp_path / "sweep").glob("*/metrics.json"))
     configs = [json.loads(path.read_text())["config"] for path in jobs]
     assert [(c["seed"], c["optimizer"]["lr"], c["model"]["gamma"]) for c in configs] == [(0, 0.02, 66.0)]
@@ -166,21 +161,7 @@ def _set_final_val_mse(history: Path, value: float) -> None:
 def test_each_entry_runs_on_at_the_rate_with_the_lower_final_mse_of_the_grid_seed(tmp_path, capsys):
     """make adding's stage 2: `--chosen-lr` picks each entry's rate on seed 0 of the grid alone, so seeds run at it
     later never change the choice; one override line per rate."""
-    results = tmp_path / "results"
-    sweep = run_in_process(
-        "-m",
-        "debug=smoke",
-        "experiment=extension/adding200",
-        "adding=rnn,gru",
-        "optimizer.lr=0.001,0.01",
-        *SMALL_SETS,
-        "diagnostics=none",
-        f"paths.results_dir={results}",
-        "publish=true",
-        f"hydra.sweep.dir={tmp_path / 'sweep'}",
-        cwd=tmp_path,
-    )
-    assert sweep.returncode == 0, sweep.stderr[-3000:]
+    results = adding_smoke_sweep(tmp_path, "adding=rnn,gru", "optimizer.lr=0.001,0.01", "diagnostics=none")
     final_mse = {("rnn", 0.001): 0.05, ("rnn", 0.01): 0.02, ("gru", 0.001): 0.03, ("gru", 0.01): 0.09}
     for path in (results / "runs" / "adding200").glob("*/*/seed0.json"):
         config = json.loads(path.read_text())["config"]
