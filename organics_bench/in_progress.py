@@ -28,15 +28,18 @@ import io
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from organics_bench.cli import available_choices
 from organics_bench.io import write_json_atomic
 from organics_bench.plots import plot_training_curves
 from organics_bench.training.records import snapshot_dir, snapshot_figure
+from organics_bench.training.run_dir import is_live
 
 RUN_FILES = ("steps.csv", "history.csv", "metrics.json", "config.yaml")
 RUN_FOLDERS = ("spectra", "gradient_flow")
@@ -145,19 +148,48 @@ def draw_figure(snapshot: Path, results_dir: Path) -> Path:
 def resume_all(results_dir: Path, long_dir: Path, threads: int = 1) -> list[Path]:
     """Start every snapshot's run again in the background, detached from this process: each continues into
     `long_dir`/<experiment>_seed<k>/ (log and pid file beside it) with `threads` torch threads, publishing to
-    `results_dir` when it finishes (which removes its snapshot). A snapshot whose run dir already exists (a live run,
-    or an earlier one not moved aside) is skipped and said so. Returns the run dirs started."""
+    `results_dir` when it finishes (which removes its snapshot). Where its run dir is already there, a live or a
+    finished run is left alone (said so); a stopped one (killed with its machine, or interrupted) is snapshotted first
+    if it got further than the snapshot, then moved to `long_dir`_ended/. Returns the run dirs started."""
     started = []
     for progress in sorted((results_dir / "in_progress").glob(f"*/seed*/{PROGRESS}")):
         snapshot = progress.parent
         run_dir = long_dir / f"{snapshot.parent.name}_{snapshot.name}"
-        if run_dir.exists():
-            print(f"skipped {snapshot}: {run_dir} exists (a live run, or an old one to move aside)")
+        if run_dir.exists() and not _clear_stopped_run(run_dir, snapshot, results_dir):
             continue
         pid = _launch([f"resume={snapshot.resolve()}"], run_dir, results_dir, threads)
         print(f"resumed {snapshot} -> {run_dir} (pid {pid}, log {_log(run_dir)})")
         started.append(run_dir)
     return started
+
+
+def _clear_stopped_run(run_dir: Path, snapshot: Path, results_dir: Path) -> bool:
+    """Make way for resuming `snapshot` into `run_dir`: True once a stopped run's dir is moved aside (after taking
+    the snapshot from it, if it got further), False (said why) for a live or a finished run."""
+    if is_live(run_dir):
+        print(f"skipped {snapshot}: {run_dir} is a live run")
+        return False
+    metrics = run_dir / "metrics.json"
+    record = json.loads(metrics.read_text()) if metrics.is_file() else None
+    if record and record["status"] not in UNFINISHED:
+        print(f"skipped {snapshot}: {run_dir} has finished (status {record['status']}); move it aside to rerun")
+        return False
+    committed = json.loads((snapshot / PROGRESS).read_text())["epochs_completed"]
+    if record and record["epochs_completed"] > committed and (run_dir / "checkpoints" / "last.pt").is_file():
+        take_snapshot(run_dir, results_dir)
+        print(
+            f"snapshot {snapshot} taken from the stopped {run_dir}: epoch {record['epochs_completed']}, was {committed}"
+        )
+    aside = (
+        run_dir.parent.with_name(run_dir.parent.name + "_ended") / f"{run_dir.name}.{time.strftime('%Y%m%d-%H%M%S')}"
+    )
+    aside.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(run_dir, aside)
+    for beside in (_log(run_dir), _pid_file(run_dir)):
+        if beside.exists():
+            os.replace(beside, aside.with_name(aside.name + beside.suffix))
+    print(f"moved the stopped {run_dir} to {aside}")
+    return True
 
 
 def start_new(experiments: list[str], seed: int, results_dir: Path, long_dir: Path, threads: int = 1) -> list[Path]:
@@ -215,28 +247,29 @@ def _pid_file(run_dir: Path) -> Path:
 
 
 def long_run_status(long_dir: Path, pace_epochs: int = 5) -> str:
-    """A table of the run dirs under `long_dir`: status, epoch reached, the mean time of its last `pace_epochs`
-    epochs, the time left at that pace (while its process lives), best validation accuracy so far, and whether its
-    process (pid file) lives: a run whose process ended while it was running was killed (a machine's end of day)."""
+    """A table of the run dirs under `long_dir`: status, epoch reached, the median time of its last `pace_epochs`
+    epochs, the time left at that pace (while it is live), best validation accuracy so far, and whether a process
+    holds its lock: a run whose status says running without one was killed (its machine's end of day)."""
     lines = [
         "| run | status | epoch | s / epoch | time left | best val acc | process |",
         "|---|---|---|---|---|---|---|",
     ]
     for run_dir in sorted(d for d in long_dir.iterdir() if d.is_dir()):
         if not (run_dir / "metrics.json").is_file():
-            lines.append(f"| {run_dir.name} | starting (no epoch yet) | — | — | — | — | {_process_state(run_dir)} |")
+            live = is_live(run_dir)
+            lines.append(f"| {run_dir.name} | starting (no epoch yet) | — | — | — | — | {_process(run_dir, live)} |")
             continue
         record = json.loads((run_dir / "metrics.json").read_text())
         history = run_dir / "history.csv"
         with history.open(newline="") if history.is_file() else io.StringIO() as handle:
             times = [float(row["epoch_time_s"]) for row in csv.DictReader(handle)][-pace_epochs:]
         done, planned = record["epochs_completed"], record["epochs_planned"]
-        pace = sum(times) / len(times) if times else None
-        process = _process_state(run_dir)
+        pace = statistics.median(times) if times else None  # an epoch paused by SIGSTOP does not set the pace
+        live = is_live(run_dir)
         status = record["status"]
-        if status == "running" and process.endswith("ended"):
-            status = "stopped (its process ended: snapshot it, then resume)"
-        left = _hours((planned - done) * pace) if pace is not None and process.endswith("alive") else "—"
+        if status == "running" and not live:
+            status = "stopped (its process ended: make resume-long continues it)"
+        left = _hours((planned - done) * pace) if pace is not None and live else "—"
         best = record["metrics"].get("best_val/acc")
         cells = [
             run_dir.name,
@@ -245,7 +278,7 @@ def long_run_status(long_dir: Path, pace_epochs: int = 5) -> str:
             "—" if pace is None else f"{pace:.0f}",
             left,
             "—" if best is None else f"{best:.4f}",
-            process,
+            _process(run_dir, live),
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -255,20 +288,10 @@ def _hours(seconds: float) -> str:
     return f"{int(seconds // 3600)} h {int(seconds % 3600 // 60):02d} min"
 
 
-def _process_state(run_dir: Path) -> str:
-    if not _pid_file(run_dir).is_file():
-        return "—"
-    pid = int(_pid_file(run_dir).read_text())
-    command = Path(f"/proc/{pid}/cmdline")
-    try:
-        os.kill(pid, 0)
-        if command.parent.parent.is_dir() and b"organics" not in command.read_bytes():  # the pid was reused
-            return f"{pid} ended"
-    except (ProcessLookupError, FileNotFoundError):
-        return f"{pid} ended"
-    except PermissionError:
-        pass
-    return f"{pid} alive"
+def _process(run_dir: Path, live: bool) -> str:
+    """ "live" or "ended" (whether a process holds the run dir's lock), with the pid that `_launch` recorded."""
+    pid = _pid_file(run_dir).read_text().strip() if _pid_file(run_dir).is_file() else None
+    return ("live" if live else "ended") + (f" (pid {pid})" if pid else "")
 
 
 def _fail(message: str) -> None:

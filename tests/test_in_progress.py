@@ -3,11 +3,10 @@ segments a run records, and the tables showing a snapshot as in progress, never 
 
 import contextlib
 import csv
+import fcntl
 import json
 import os
 import shutil
-import subprocess
-import sys
 
 import pytest
 
@@ -130,24 +129,58 @@ def test_all_snapshots_exactly_the_unfinished_run_dirs_under_a_folder(tmp_path, 
     assert exit_info.value.code == 2 and "no such folder" in capsys.readouterr().err
 
 
-def test_resume_starts_every_snapshot_in_the_background_and_skips_a_taken_run_dir(tmp_path, interrupted_run, capsys):
+def _wait_for(run_dir):
+    pid = int(run_dir.with_name(run_dir.name + ".pid").read_text())
+    with contextlib.suppress(ChildProcessError):  # a child of this process, unless already reaped
+        os.waitpid(pid, 0)
+
+
+def test_resume_starts_every_snapshot_in_the_background(tmp_path, interrupted_run, capsys):
     """make resume-long: each snapshot's run continues detached into <long dir>/<experiment>_seed<k>, with its log and
-    pid file; a snapshot whose run dir exists is skipped and said so."""
+    pid file, and publishes when it finishes."""
     results, long_dir = tmp_path / "results", tmp_path / "long_runs"
     in_progress.main([str(interrupted_run), "--results-dir", str(results), "--no-evaluate"])
     record = read_metrics(interrupted_run)
     in_progress.main(["--resume", "--results-dir", str(results), "--long-dir", str(long_dir)])
     run_dir = long_dir / f"{record['experiment']}_seed0"
-    pid = int(run_dir.with_name(run_dir.name + ".pid").read_text())
-    with contextlib.suppress(ChildProcessError):  # a child of this process, unless already reaped
-        os.waitpid(pid, 0)
+    _wait_for(run_dir)
     assert read_metrics(run_dir)["status"] == "ok"
     assert "resumed from" in run_dir.with_name(run_dir.name + ".log").read_text()
     assert f"-> {run_dir}" in capsys.readouterr().out
     assert not snapshot_dir(results, record["experiment"], 0).exists()  # finished and published: retired
+
+
+def test_resume_takes_over_a_stopped_run_dir_and_leaves_a_live_or_a_finished_one(tmp_path, interrupted_run, capsys):
+    """A run dir the machine's end of day killed (status running, no process holding its lock) is snapshotted if it
+    got further than the committed snapshot, moved to <long dir>_ended/ with its log, and resumed; a live run is
+    left alone, and so is a finished one."""
+    results, long_dir = tmp_path / "results", tmp_path / "long_runs"
     in_progress.main([str(interrupted_run), "--results-dir", str(results), "--no-evaluate"])
-    in_progress.main(["--resume", "--results-dir", str(results), "--long-dir", str(long_dir)])
-    assert f"skipped {snapshot_dir(results, record['experiment'], 0)}: {run_dir} exists" in capsys.readouterr().out
+    record = read_metrics(interrupted_run)
+    snapshot = snapshot_dir(results, record["experiment"], 0)
+    run_dir = long_dir / f"{record['experiment']}_seed0"
+    shutil.copytree(interrupted_run, run_dir)
+    run_dir.with_name(run_dir.name + ".log").write_text("the killed run's log\n")
+    resume = ["--resume", "--results-dir", str(results), "--long-dir", str(long_dir)]
+    with (run_dir / "run.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        in_progress.main(resume)
+    assert f"skipped {snapshot}: {run_dir} is a live run" in capsys.readouterr().out
+    assert not run_dir.with_name(run_dir.name + ".pid").exists()  # nothing started
+
+    progress = json.loads((snapshot / "progress.json").read_text())
+    (snapshot / "progress.json").write_text(json.dumps(progress | {"epochs_completed": 0}))  # the dir got further
+    in_progress.main(resume)
+    out = capsys.readouterr().out
+    assert "taken from the stopped" in out and "epoch 1, was 0" in out and f"moved the stopped {run_dir}" in out
+    (aside,) = [p for p in (tmp_path / "long_runs_ended").iterdir() if p.is_dir()]
+    assert aside.with_name(aside.name + ".log").read_text() == "the killed run's log\n"
+    _wait_for(run_dir)
+    assert read_metrics(run_dir)["status"] == "ok" and not snapshot.exists()  # resumed, finished, published
+
+    in_progress.main([str(interrupted_run), "--results-dir", str(results), "--no-evaluate"])
+    in_progress.main(resume)
+    assert f"skipped {snapshot}: {run_dir} has finished (status ok)" in capsys.readouterr().out
 
 
 def test_start_launches_each_new_long_run_refuses_an_unknown_experiment_and_skips_a_taken_dir(
@@ -174,32 +207,26 @@ def test_start_launches_each_new_long_run_refuses_an_unknown_experiment_and_skip
     assert "skipped paper/table2_organics_fixed_tau64_psmnist" in out and "(pid 7," in out
 
 
-def test_status_shows_each_long_run_s_epoch_pace_time_left_and_process(tmp_path, interrupted_run, capsys):
+def test_status_shows_each_long_run_s_epoch_pace_time_left_and_whether_it_is_live(tmp_path, interrupted_run, capsys):
+    """make long-status: a run is live while a process holds its run dir's lock; one that says running without it
+    was killed. The pace is the median of the last epochs (one paused for `make test` does not set it)."""
     long_dir = tmp_path / "long_runs"
-    for name in ("alive", "killed", "reused"):
+    for name in ("live", "killed"):
         shutil.copytree(interrupted_run, long_dir / name)
     (long_dir / "starting").mkdir()
     record = read_metrics(interrupted_run)
-    (long_dir / "alive" / "metrics.json").write_text(json.dumps(record | {"epochs_planned": 11}))
-    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", "organics-bench"])
-    (long_dir / "alive.pid").write_text(f"{live.pid}\n")
-    ended = subprocess.Popen(["true"])
-    ended.wait()
-    (long_dir / "killed.pid").write_text(f"{ended.pid}\n")
-    (long_dir / "reused.pid").write_text(f"{os.getpid()}\n")  # a live process, but not a run's
-    try:
+    (long_dir / "live" / "metrics.json").write_text(json.dumps(record | {"epochs_planned": 11}))
+    (long_dir / "live.pid").write_text("4242\n")
+    with (long_dir / "live" / "run.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # as the live run holds it
         in_progress.main(["--status", "--long-dir", str(long_dir)])
-    finally:
-        live.kill()
-        live.wait()
     rows = {line.split(" | ")[0][2:]: line.split(" | ") for line in capsys.readouterr().out.splitlines()[2:]}
-    pace = float(rows["alive"][3])
     epoch_time = float(read_history(interrupted_run)[-1]["epoch_time_s"])
-    assert rows["alive"][1:3] == ["running", "1/11"] and pace == pytest.approx(epoch_time, abs=0.5)
-    assert rows["alive"][4] == f"{int(10 * epoch_time // 3600)} h {int(10 * epoch_time % 3600 // 60):02d} min"
-    assert rows["alive"][6].strip(" |") == f"{live.pid} alive"
-    for name in ("killed", "reused"):
-        assert rows[name][1].startswith("stopped (its process ended") and rows[name][4] == "—"
+    assert rows["live"][1:3] == ["running", "1/11"] and float(rows["live"][3]) == pytest.approx(epoch_time, abs=0.5)
+    assert rows["live"][4] == f"{int(10 * epoch_time // 3600)} h {int(10 * epoch_time % 3600 // 60):02d} min"
+    assert rows["live"][6].strip(" |") == "live (pid 4242)"
+    assert rows["killed"][1].startswith("stopped (its process ended") and rows["killed"][4] == "—"
+    assert rows["killed"][6].strip(" |") == "ended"
     assert rows["starting"][1] == "starting (no epoch yet)"
 
 

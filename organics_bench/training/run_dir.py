@@ -66,6 +66,21 @@ def _check_same_config(run_dir: Path, resolved: dict) -> None:
         )
 
 
+def is_live(run_dir: Path) -> bool:
+    """Whether a live process holds `run_dir`'s lock, i.e. a run is in progress there (a killed one's lock is gone)."""
+    path = run_dir / LOCK_NAME
+    if not path.is_file():
+        return False
+    handle = os.open(path, os.O_RDWR)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(handle)  # and with it the lock this took
+    return False
+
+
 def previous_attempt(run_dir: Path) -> Path | None:
     """The last.pt an earlier attempt of this same run left in `run_dir` (a requeued or re-run job), if any."""
     path = run_dir / "checkpoints" / "last.pt"
