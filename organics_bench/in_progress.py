@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import io
 import json
 import os
 import shutil
@@ -40,6 +39,7 @@ from organics_bench.io import write_json_atomic
 from organics_bench.plots import plot_training_curves
 from organics_bench.training.records import snapshot_dir, snapshot_figure
 from organics_bench.training.run_dir import is_live
+from organics_bench.training.sinks import read_csv_rows
 
 RUN_FILES = ("steps.csv", "history.csv", "metrics.json", "config.yaml")
 RUN_FOLDERS = ("spectra", "gradient_flow")
@@ -255,17 +255,15 @@ def long_run_status(long_dir: Path, pace_epochs: int = 5) -> str:
         "|---|---|---|---|---|---|---|",
     ]
     for run_dir in sorted(d for d in long_dir.iterdir() if d.is_dir()):
+        live = is_live(run_dir)
         if not (run_dir / "metrics.json").is_file():
-            live = is_live(run_dir)
             lines.append(f"| {run_dir.name} | starting (no epoch yet) | — | — | — | — | {_process(run_dir, live)} |")
             continue
         record = json.loads((run_dir / "metrics.json").read_text())
-        history = run_dir / "history.csv"
-        with history.open(newline="") if history.is_file() else io.StringIO() as handle:
-            times = [float(row["epoch_time_s"]) for row in csv.DictReader(handle)][-pace_epochs:]
+        history = read_csv_rows(run_dir / "history.csv", record["global_step"])
+        times = [float(row["epoch_time_s"]) for row in history][-pace_epochs:]
         done, planned = record["epochs_completed"], record["epochs_planned"]
         pace = statistics.median(times) if times else None  # an epoch paused by SIGSTOP does not set the pace
-        live = is_live(run_dir)
         status = record["status"]
         if status == "running" and not live:
             status = "stopped (its process ended: make resume-long continues it)"
