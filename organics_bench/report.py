@@ -12,9 +12,13 @@ import json
 import sys
 from pathlib import Path
 
+from hydra import compose, initialize_config_module
+from hydra.core.hydra_config import HydraConfig
+
+from organics_bench.cli import available_choices
 from organics_bench.io import write_text_atomic
 from organics_bench.plots import plot_training_curves
-from organics_bench.training.records import config_hash
+from organics_bench.training.records import config_hash, job_config
 
 COLUMNS = (
     "model",
@@ -126,14 +130,43 @@ def outcome_summary(records: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def resumed(record: dict) -> bool:
+    """Whether the record's last process continued a checkpoint (`resume=`) rather than starting the run."""
+    return any(token.startswith("resume=") for token in record["command"].split())
+
+
+def starting_command(record: dict) -> str | None:
+    """The command that trains the record's config from scratch, `organics-bench experiment=<choice> seed=<k>`: the
+    experiment config whose composed name and config hash are the record's; None when no experiment config is."""
+    name = record.get("experiment")
+    candidates = [c for c in available_choices("experiment") if name and name.endswith(c.rsplit("/", 1)[-1])]
+    with initialize_config_module("organics_bench.conf", version_base="1.3"):
+        for choice in candidates:
+            cfg = compose("config", overrides=[f"experiment={choice}"], return_hydra_config=True)
+            HydraConfig.instance().set_config(cfg)
+            job = job_config(cfg)
+            if job["experiment_name"] == name and config_hash(job) == config_hash(record["config"]):
+                return f"organics-bench experiment={choice} seed={record['seed']}"
+    return None
+
+
 def provenance(records: list[dict]) -> str:
-    """The command, seed, git revision and hardware behind each row."""
+    """The command, seed, git revision and hardware behind each row; for a resumed run also the command that trains
+    its config from scratch (the last process's `resume=` names a snapshot that is gone once the run is published)."""
     lines = []
     for r in records:
         env = r["env"]
+        made_by = f"`{r['command']}`"
+        if resumed(r):
+            start = starting_command(r)
+            made_by = (
+                f"`{start}`, resumed last by {made_by}"
+                if start
+                else f"{made_by} (resumed; no experiment config trains this config from scratch)"
+            )
         lines.append(
-            f"- {r['model']} seed {r['seed']}: `{r['command']}` (git {r['git_revision']}, "
-            f"{env['hardware']}, torch {env['torch']})"
+            f"- {r['model']} seed {r['seed']}: {made_by} (git {r['git_revision']}, {env['hardware']}, "
+            f"torch {env['torch']})"
         )
     return "\n".join(lines)
 

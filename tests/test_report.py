@@ -179,3 +179,38 @@ def test_training_curves_mark_the_epochs_whose_values_are_not_finite(tmp_path, m
     (marks,) = [line for line in grad_panel.lines if line.get_label() == "ssn (seed 1): not finite"]
     assert list(marks.get_xdata()) == [2, 3] and list(marks.get_ydata()) == [1.0, 1.0]
     assert [line.get_label() for line in loss_panel.lines] == ["ssn (seed 1)"]
+
+
+def composed_config(experiment: str) -> dict:
+    from hydra import compose, initialize_config_module
+    from hydra.core.hydra_config import HydraConfig
+
+    from organics_bench.training.records import job_config
+
+    with initialize_config_module("organics_bench.conf", version_base="1.3"):
+        cfg = compose("config", overrides=[f"experiment={experiment}"], return_hydra_config=True)
+        HydraConfig.instance().set_config(cfg)
+        return job_config(cfg)
+
+
+def test_a_resumed_run_names_the_command_that_trains_its_config_from_scratch(tmp_path):
+    folder = tmp_path / "runs" / "table2_organics64_psmnist" / "organics"
+    folder.mkdir(parents=True)
+    resumed = record("organics", 3, "ok", 0.83) | {
+        "experiment": "table2_organics64_psmnist",
+        "config": composed_config("paper/table2_organics64_psmnist"),
+        "command": "organics-bench resume=/gone/snapshot/seed3 trainer.num_threads=1",
+    }
+    other = resumed | {"seed": 4, "config": composed_config("paper/table2_organics64_psmnist")}
+    other["config"]["model"]["hidden_size"] = 32  # no experiment config trains this one
+    (folder / "seed3.json").write_text(json.dumps(resumed))
+    (folder / "seed4.json").write_text(json.dumps(other))
+    main([str(folder.parent), "--table", str(tmp_path / "t.md")])
+    made_by = (tmp_path / "t.md").read_text().split("Made by:")[1]
+    assert (
+        "seed 3: `organics-bench experiment=paper/table2_organics64_psmnist seed=3`, resumed last by "
+        "`organics-bench resume=/gone/snapshot/seed3 trainer.num_threads=1` (git abc123" in made_by
+    )
+    assert "seed 4: `organics-bench resume=/gone/snapshot/seed3 trainer.num_threads=1` (resumed; no experiment" in (
+        made_by
+    )
