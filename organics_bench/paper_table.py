@@ -18,14 +18,13 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from hydra import compose, initialize_config_module
-from hydra.core.hydra_config import HydraConfig
+from hydra import initialize_config_module
 
 from organics_bench.cli import available_choices
 from organics_bench.in_progress import read_progress
 from organics_bench.io import write_text_atomic
-from organics_bench.report import diverged, load_records
-from organics_bench.training.records import FINISHED, config_hash, job_config
+from organics_bench.report import diverged, experiment_config, load_records
+from organics_bench.training.records import FINISHED, config_hash
 
 FAMILIES = ("paper", "cpu")
 COLUMNS = (
@@ -72,9 +71,7 @@ def paper_experiments() -> list[Experiment]:
     with initialize_config_module("organics_bench.conf", version_base="1.3"):
         for family in FAMILIES:
             for name in (n for n in available_choices(f"experiment/{family}") if "/" not in n):  # not protocol/*
-                cfg = compose("config", overrides=[f"experiment={family}/{name}"], return_hydra_config=True)
-                HydraConfig.instance().set_config(cfg)
-                job = job_config(cfg)
+                job = experiment_config(f"{family}/{name}")
                 if job.get("paper"):  # a null paper block (an lr grid, say) is not a table row
                     found.append(Experiment(f"{family}/{name}", job["experiment_name"], job, config_hash(job)))
     return sorted(

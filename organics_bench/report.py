@@ -135,6 +135,13 @@ def resumed(record: dict) -> bool:
     return any(token.startswith("resume=") for token in record["command"].split())
 
 
+def experiment_config(choice: str) -> dict:
+    """The resolved job config of `experiment=<choice>` (call inside `initialize_config_module`)."""
+    cfg = compose("config", overrides=[f"experiment={choice}"], return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    return job_config(cfg)
+
+
 def starting_command(record: dict) -> str | None:
     """The command that trains the record's config from scratch, `organics-bench experiment=<choice> seed=<k>`: the
     experiment config whose composed name and config hash are the record's; None when no experiment config is."""
@@ -142,9 +149,7 @@ def starting_command(record: dict) -> str | None:
     candidates = [c for c in available_choices("experiment") if name and name.endswith(c.rsplit("/", 1)[-1])]
     with initialize_config_module("organics_bench.conf", version_base="1.3"):
         for choice in candidates:
-            cfg = compose("config", overrides=[f"experiment={choice}"], return_hydra_config=True)
-            HydraConfig.instance().set_config(cfg)
-            job = job_config(cfg)
+            job = experiment_config(choice)
             if job["experiment_name"] == name and config_hash(job) == config_hash(record["config"]):
                 return f"organics-bench experiment={choice} seed={record['seed']}"
     return None

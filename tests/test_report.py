@@ -5,7 +5,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from organics_bench.report import main
+from hydra import initialize_config_module
+
+from organics_bench.report import experiment_config, main
 from organics_bench.training.records import config_hash, git_revision
 
 SCRIPT = Path(sys.executable).parent / "organics-bench-report"
@@ -181,16 +183,9 @@ def test_training_curves_mark_the_epochs_whose_values_are_not_finite(tmp_path, m
     assert [line.get_label() for line in loss_panel.lines] == ["ssn (seed 1)"]
 
 
-def composed_config(experiment: str) -> dict:
-    from hydra import compose, initialize_config_module
-    from hydra.core.hydra_config import HydraConfig
-
-    from organics_bench.training.records import job_config
-
+def composed_config() -> dict:
     with initialize_config_module("organics_bench.conf", version_base="1.3"):
-        cfg = compose("config", overrides=[f"experiment={experiment}"], return_hydra_config=True)
-        HydraConfig.instance().set_config(cfg)
-        return job_config(cfg)
+        return experiment_config("paper/table2_organics64_psmnist")
 
 
 def test_a_resumed_run_names_the_command_that_trains_its_config_from_scratch(tmp_path):
@@ -198,10 +193,10 @@ def test_a_resumed_run_names_the_command_that_trains_its_config_from_scratch(tmp
     folder.mkdir(parents=True)
     resumed = record("organics", 3, "ok", 0.83) | {
         "experiment": "table2_organics64_psmnist",
-        "config": composed_config("paper/table2_organics64_psmnist"),
+        "config": composed_config(),
         "command": "organics-bench resume=/gone/snapshot/seed3 trainer.num_threads=1",
     }
-    other = resumed | {"seed": 4, "config": composed_config("paper/table2_organics64_psmnist")}
+    other = resumed | {"seed": 4, "config": composed_config()}
     other["config"]["model"]["hidden_size"] = 32  # no experiment config trains this one
     (folder / "seed3.json").write_text(json.dumps(resumed))
     (folder / "seed4.json").write_text(json.dumps(other))
