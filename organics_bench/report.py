@@ -156,13 +156,14 @@ def starting_command(record: dict) -> str | None:
 
 
 def provenance(records: list[dict]) -> str:
-    """The command, seed, git revision and hardware behind each row; for a resumed run also the command that trains
-    its config from scratch (the last process's `resume=` names a snapshot that is gone once the run is published)."""
+    """The command, seed, git revision and hardware behind each row; for a run whose last process resumed a checkpoint
+    without naming its experiment also the command that trains its config from scratch (that `resume=` names a
+    snapshot that is gone once the run is published)."""
     lines = []
     for r in records:
         env = r["env"]
         made_by = f"`{r['command']}`"
-        if resumed(r):
+        if resumed(r) and not r["command"].startswith("organics-bench experiment="):
             start = starting_command(r)
             made_by = (
                 f"`{start}`, resumed last by {made_by}"

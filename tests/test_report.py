@@ -198,8 +198,12 @@ def test_a_resumed_run_names_the_command_that_trains_its_config_from_scratch(tmp
     }
     other = resumed | {"seed": 4, "config": composed_config()}
     other["config"]["model"]["hidden_size"] = 32  # no experiment config trains this one
-    (folder / "seed3.json").write_text(json.dumps(resumed))
-    (folder / "seed4.json").write_text(json.dumps(other))
+    named = resumed | {
+        "seed": 5,
+        "command": "organics-bench experiment=paper/table2_organics64_psmnist seed=5 resume=/x",
+    }
+    for run in (resumed, other, named):
+        (folder / f"seed{run['seed']}.json").write_text(json.dumps(run))
     main([str(folder.parent), "--table", str(tmp_path / "t.md")])
     made_by = (tmp_path / "t.md").read_text().split("Made by:")[1]
     assert (
@@ -209,3 +213,4 @@ def test_a_resumed_run_names_the_command_that_trains_its_config_from_scratch(tmp
     assert "seed 4: `organics-bench resume=/gone/snapshot/seed3 trainer.num_threads=1` (resumed; no experiment" in (
         made_by
     )
+    assert "seed 5: `organics-bench experiment=paper/table2_organics64_psmnist seed=5 resume=/x` (git" in made_by
