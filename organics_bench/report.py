@@ -10,6 +10,7 @@ import argparse
 import csv
 import json
 import sys
+from functools import cache
 from pathlib import Path
 
 from hydra import compose, initialize_config_module
@@ -130,9 +131,11 @@ def outcome_summary(records: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def resumed(record: dict) -> bool:
-    """Whether the record's last process continued a checkpoint (`resume=`) rather than starting the run."""
-    return any(token.startswith("resume=") for token in record["command"].split())
+def resumed_without_experiment(command: str) -> bool:
+    """Whether `command` continues a checkpoint (`resume=`) without naming its experiment (`experiment=`): once the
+    run is published its snapshot is retired, and the command alone no longer repeats the run."""
+    options = [token.split("=", 1)[0] for token in command.split()]
+    return "resume" in options and "experiment" not in options
 
 
 def experiment_config(choice: str) -> dict:
@@ -142,17 +145,22 @@ def experiment_config(choice: str) -> dict:
     return job_config(cfg)
 
 
+@cache
+def experiment_hashes(name: str) -> dict[str, str]:
+    """The config hash of each experiment choice whose composed `experiment_name` is `name` (composed once per name)."""
+    candidates = [c for c in available_choices("experiment") if name.endswith(c.rsplit("/", 1)[-1])]
+    with initialize_config_module("organics_bench.conf", version_base="1.3"):
+        jobs = {choice: experiment_config(choice) for choice in candidates}
+    return {choice: config_hash(job) for choice, job in jobs.items() if job["experiment_name"] == name}
+
+
 def starting_command(record: dict) -> str | None:
     """The command that trains the record's config from scratch, `organics-bench experiment=<choice> seed=<k>`: the
     experiment config whose composed name and config hash are the record's; None when no experiment config is."""
-    name = record.get("experiment")
-    candidates = [c for c in available_choices("experiment") if name and name.endswith(c.rsplit("/", 1)[-1])]
-    with initialize_config_module("organics_bench.conf", version_base="1.3"):
-        for choice in candidates:
-            job = experiment_config(choice)
-            if job["experiment_name"] == name and config_hash(job) == config_hash(record["config"]):
-                return f"organics-bench experiment={choice} seed={record['seed']}"
-    return None
+    digest = config_hash(record["config"])
+    hashes = experiment_hashes(record["experiment"]) if record.get("experiment") else {}
+    choice = next((choice for choice, h in hashes.items() if h == digest), None)
+    return f"organics-bench experiment={choice} seed={record['seed']}" if choice else None
 
 
 def provenance(records: list[dict]) -> str:
@@ -163,7 +171,7 @@ def provenance(records: list[dict]) -> str:
     for r in records:
         env = r["env"]
         made_by = f"`{r['command']}`"
-        if resumed(r) and not r["command"].startswith("organics-bench experiment="):
+        if resumed_without_experiment(r["command"]):
             start = starting_command(r)
             made_by = (
                 f"`{start}`, resumed last by {made_by}"
