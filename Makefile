@@ -66,8 +66,8 @@ bench: install ## Throughput: ORGaNICs per-step vs engine vs nn.LSTM, the rival 
 snapshot: install ## Commit-ready snapshots of the unfinished long runs under outputs/long/ -> results/in_progress/ (resume: results/in_progress/README.md)
 	$(BIN)/organics-bench-snapshot --all outputs/long
 
-resume-long: install ## Continue every unfinished long run of results/in_progress/ in the background, one thread each -> outputs/long/<experiment>_seed<k>/ (.log, .pid)
-	$(BIN)/organics-bench-snapshot --resume
+resume-long: install ## Continue every unfinished long run of results/in_progress/ (or RUNS="table2_lstm64_psmnist ...") in the background, one thread each -> outputs/long/<experiment>_seed<k>/ (.log, .pid)
+	$(BIN)/organics-bench-snapshot --resume $(RUNS)
 
 start-long: install ## Start EXPERIMENTS="paper/... ..." (seed SEED, default 0) afresh in the background like resume-long, one thread each
 	$(if $(EXPERIMENTS),,$(error name the runs: make start-long EXPERIMENTS="paper/table2_lstm64_psmnist ..."))

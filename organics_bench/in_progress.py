@@ -145,15 +145,23 @@ def draw_figure(snapshot: Path, results_dir: Path) -> Path:
     return plot_training_curves({label: history}, figure, title=title)
 
 
-def resume_all(results_dir: Path, long_dir: Path, threads: int = 1) -> list[Path]:
-    """Start every snapshot's run again in the background, detached from this process: each continues into
-    `long_dir`/<experiment>_seed<k>/ (log and pid file beside it) with `threads` torch threads, publishing to
-    `results_dir` when it finishes (which removes its snapshot). Where its run dir is already there, a live or a
-    finished run is left alone (said so); a stopped one (killed with its machine, or interrupted) is snapshotted first
-    if it got further than the snapshot, then moved to `long_dir`_ended/. Returns the run dirs started."""
+def resume_all(results_dir: Path, long_dir: Path, threads: int = 1, only: list[str] | None = None) -> list[Path]:
+    """Start every snapshot's run (or only those named in `only`: results/in_progress/<name>, a folder prefix such as
+    `paper/` ignored; a name without a snapshot is refused before anything starts) again in the background,
+    detached: each continues into `long_dir`/<experiment>_seed<k>/ (log and pid file beside it) with `threads` torch
+    threads, publishing to `results_dir` when it finishes (which removes its snapshot). Where its run dir is already
+    there, a live or a finished run is left alone (said so); a stopped one (killed with its machine, or interrupted)
+    is snapshotted first if it got further than the snapshot, then moved to `long_dir`_ended/. Returns the run dirs
+    started."""
+    snapshots = [progress.parent for progress in sorted((results_dir / "in_progress").glob(f"*/seed*/{PROGRESS}"))]
+    if only:
+        wanted = {Path(name).name for name in only}
+        if unknown := sorted(wanted - {snapshot.parent.name for snapshot in snapshots}):
+            have = ", ".join(sorted({snapshot.parent.name for snapshot in snapshots})) or "none"
+            _fail(f"no snapshot of {', '.join(unknown)} in {results_dir / 'in_progress'} (there: {have})")
+        snapshots = [snapshot for snapshot in snapshots if snapshot.parent.name in wanted]
     started = []
-    for progress in sorted((results_dir / "in_progress").glob(f"*/seed*/{PROGRESS}")):
-        snapshot = progress.parent
+    for snapshot in snapshots:
         run_dir = long_dir / f"{snapshot.parent.name}_{snapshot.name}"
         if run_dir.exists() and not _clear_stopped_run(run_dir, snapshot, results_dir):
             continue
@@ -308,7 +316,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-evaluate", action="store_true", help="skip the test accuracy of the best weights")
     parser.add_argument("--figures", action="store_true", help="redraw the training curves of every snapshot")
     parser.add_argument(
-        "--resume", action="store_true", help="start every snapshot's run in the background (one thread each)"
+        "--resume",
+        nargs="*",
+        metavar="NAME",
+        help="start every snapshot's run (or those of results/in_progress/NAME) in the background, one thread each",
     )
     parser.add_argument(
         "--start", nargs="+", metavar="EXPERIMENT", help="start these experiments' runs afresh in the background"
@@ -331,8 +342,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.figures:
         for progress in sorted((args.results_dir / "in_progress").glob(f"*/seed*/{PROGRESS}")):
             print(f"figure: {draw_figure(progress.parent, args.results_dir)}")
-    if args.resume:
-        resume_all(args.results_dir, args.long_dir)
+    if args.resume is not None:
+        resume_all(args.results_dir, args.long_dir, only=args.resume)
     if args.start:
         start_new(args.start, args.seed, args.results_dir, args.long_dir)
     if args.status:

@@ -183,6 +183,31 @@ def test_resume_takes_over_a_stopped_run_dir_and_leaves_a_live_or_a_finished_one
     assert f"skipped {snapshot}: {run_dir} has finished (status ok)" in capsys.readouterr().out
 
 
+def test_resume_of_named_runs_starts_only_those_and_refuses_a_name_without_a_snapshot(tmp_path, monkeypatch, capsys):
+    """make resume-long RUNS="...": only the named snapshots resume (a folder prefix such as paper/ is ignored); a name
+    with no snapshot stops everything before anything starts."""
+    launched = []
+    monkeypatch.setattr(in_progress, "_launch", lambda overrides, run_dir, *_: launched.append(run_dir.name) or 7)
+    results, long_dir = tmp_path / "results", tmp_path / "long"
+    for name in ("table2_lstm64_psmnist", "table2_organics_fixed_tau64_psmnist"):
+        (results / "in_progress" / name / "seed0").mkdir(parents=True)
+        (results / "in_progress" / name / "seed0" / "progress.json").write_text(json.dumps({"epochs_completed": 3}))
+    resume = ["--results-dir", str(results), "--long-dir", str(long_dir), "--resume"]
+    with pytest.raises(SystemExit) as exit_info:
+        in_progress.main([*resume, "paper/table2_lstm64_psmnist", "table2_nope"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.startswith("error: no snapshot of table2_nope") and "\n" == err[-1]
+    assert launched == []
+    in_progress.main([*resume, "paper/table2_lstm64_psmnist"])
+    assert launched == ["table2_lstm64_psmnist_seed0"]
+    in_progress.main(resume)
+    assert launched == [
+        "table2_lstm64_psmnist_seed0",
+        "table2_lstm64_psmnist_seed0",
+        "table2_organics_fixed_tau64_psmnist_seed0",
+    ]
+
+
 def test_start_launches_each_new_long_run_refuses_an_unknown_experiment_and_skips_a_taken_dir(
     tmp_path, monkeypatch, capsys
 ):
