@@ -14,7 +14,9 @@ from hydra.utils import instantiate
 
 from organics_bench.cli import available_choices
 from organics_bench.models.build import build_model, model_choices_by_kind
+from organics_bench.report import diverged, load_records
 from tests.helpers import (
+    ROOT,
     CliResult,
     composed,
     one_line_error,
@@ -198,3 +200,16 @@ def test_every_experiment_runs_in_smoke_mode(smoke_sweep, experiment):
 
 def read_json(path: Path) -> dict:
     return json.loads(path.read_text())
+
+
+@pytest.mark.parametrize("model", ["lstm", "gru"])
+def test_the_cpu_table2_gated_rows_state_the_rate_their_committed_grid_chose(model):
+    """cpu/table2_{lstm,gru}64_* run at the rate of the grid (cpu/lr_grid_*64_psmnist, seed 0) whose committed run
+    had the best validation accuracy (a diverged run never wins); change one without the other and this fails."""
+    records = load_records(ROOT / "results" / "runs" / f"cpu_lr_grid_{model}64_psmnist")
+    scores = {r["config"]["optimizer"]["lr"]: -1.0 if diverged(r) else r["metrics"]["best_val/acc"] for r in records}
+    assert sorted(scores) == [0.0003, 0.001, 0.003, 0.01] and {r["seed"] for r in records} == {0}
+    chosen = max(sorted(scores), key=scores.get)
+    for task in ("psmnist", "smnist"):
+        cfg, _ = composed([f"experiment=cpu/table2_{model}64_{task}"])
+        assert cfg.optimizer.lr == chosen, f"cpu/table2_{model}64_{task}"
