@@ -108,6 +108,10 @@ def unfinished_run_dirs(parent: Path) -> list[Path]:
     return found
 
 
+def _has_checkpoint(run_dir: Path) -> bool:
+    return (run_dir / "metrics.json").is_file() and (run_dir / "checkpoints" / "last.pt").is_file()
+
+
 def _best_test_accuracy(run_dir: Path) -> float | None:
     """The test accuracy of the run's best-validation weights (checkpoints/best.pt), by `mode=evaluate`."""
     with tempfile.TemporaryDirectory() as out:
@@ -332,12 +336,15 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.all is not None and not args.all.is_dir():
         _fail(f"--all {args.all}: no such folder")
-    run_dirs = [*args.run_dirs, *(unfinished_run_dirs(args.all) if args.all is not None else [])]
-    if args.all is not None and not run_dirs:
+    found = unfinished_run_dirs(args.all) if args.all is not None else []
+    if args.all is not None and not found:
         print(f"no unfinished run dir under {args.all}")
-    for run_dir in run_dirs:
-        if not (run_dir / "metrics.json").is_file() or not (run_dir / "checkpoints" / "last.pt").is_file():
+    for run_dir in [d for d in found if not _has_checkpoint(d)]:
+        print(f"skipped {run_dir}: stopped before its first epoch ended, nothing to snapshot")
+    for run_dir in args.run_dirs:
+        if not _has_checkpoint(run_dir):
             _fail(f"{run_dir} is not a run dir with a checkpoint (metrics.json, checkpoints/last.pt)")
+    for run_dir in [*args.run_dirs, *filter(_has_checkpoint, found)]:
         print(f"snapshot: {take_snapshot(run_dir, args.results_dir, evaluate=not args.no_evaluate)}")
     if args.figures:
         for progress in sorted((args.results_dir / "in_progress").glob(f"*/seed*/{PROGRESS}")):

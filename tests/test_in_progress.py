@@ -121,9 +121,15 @@ def test_all_snapshots_exactly_the_unfinished_run_dirs_under_a_folder(tmp_path, 
     for name, status, experiment in (("a", "running", "exp_a"), ("b", "interrupted", "exp_b"), ("c", "ok", "exp_c")):
         shutil.copytree(interrupted_run, long_dir / name)
         (long_dir / name / "metrics.json").write_text(json.dumps(record | {"status": status, "experiment": experiment}))
-    assert in_progress.unfinished_run_dirs(long_dir) == [long_dir / "a", long_dir / "b"]
+    (long_dir / "d" / "checkpoints").mkdir(parents=True)  # resumed, then stopped before its first epoch ended
+    (long_dir / "d" / "metrics.json").write_text(json.dumps(record | {"status": "interrupted", "experiment": "exp_d"}))
+    assert in_progress.unfinished_run_dirs(long_dir) == [long_dir / "a", long_dir / "b", long_dir / "d"]
     in_progress.main(["--all", str(long_dir), "--results-dir", str(results), "--no-evaluate"])
     assert sorted(p.name for p in (results / "in_progress").iterdir()) == ["exp_a", "exp_b"]
+    assert f"skipped {long_dir / 'd'}: stopped before its first epoch ended" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exit_info:  # named explicitly, it is an error
+        in_progress.main([str(long_dir / "d"), "--results-dir", str(results)])
+    assert exit_info.value.code == 2 and "is not a run dir with a checkpoint" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exit_info:
         in_progress.main(["--all", str(tmp_path / "missing"), "--results-dir", str(results)])
     assert exit_info.value.code == 2 and "no such folder" in capsys.readouterr().err
