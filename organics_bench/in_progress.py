@@ -38,7 +38,7 @@ from organics_bench.cli import available_choices
 from organics_bench.io import write_json_atomic
 from organics_bench.plots import plot_training_curves
 from organics_bench.training.records import snapshot_dir, snapshot_figure
-from organics_bench.training.run_dir import is_live
+from organics_bench.training.run_dir import is_live, previous_attempt
 from organics_bench.training.sinks import read_csv_rows
 
 RUN_FILES = ("steps.csv", "history.csv", "metrics.json", "config.yaml")
@@ -109,7 +109,8 @@ def unfinished_run_dirs(parent: Path) -> list[Path]:
 
 
 def _has_checkpoint(run_dir: Path) -> bool:
-    return (run_dir / "metrics.json").is_file() and (run_dir / "checkpoints" / "last.pt").is_file()
+    """Whether `run_dir` holds what a snapshot copies: its record and the last.pt of a finished epoch."""
+    return (run_dir / "metrics.json").is_file() and previous_attempt(run_dir) is not None
 
 
 def _best_test_accuracy(run_dir: Path) -> float | None:
@@ -159,10 +160,10 @@ def resume_all(results_dir: Path, long_dir: Path, threads: int = 1, only: list[s
     started."""
     snapshots = [progress.parent for progress in sorted((results_dir / "in_progress").glob(f"*/seed*/{PROGRESS}"))]
     if only:
-        wanted = {Path(name).name for name in only}
-        if unknown := sorted(wanted - {snapshot.parent.name for snapshot in snapshots}):
-            have = ", ".join(sorted({snapshot.parent.name for snapshot in snapshots})) or "none"
-            _fail(f"no snapshot of {', '.join(unknown)} in {results_dir / 'in_progress'} (there: {have})")
+        wanted, have = {Path(name).name for name in only}, {snapshot.parent.name for snapshot in snapshots}
+        if unknown := sorted(wanted - have):
+            there = ", ".join(sorted(have)) or "none"
+            _fail(f"no snapshot of {', '.join(unknown)} in {results_dir / 'in_progress'} (there: {there})")
         snapshots = [snapshot for snapshot in snapshots if snapshot.parent.name in wanted]
     started = []
     for snapshot in snapshots:
@@ -187,7 +188,7 @@ def _clear_stopped_run(run_dir: Path, snapshot: Path, results_dir: Path) -> bool
         print(f"skipped {snapshot}: {run_dir} has finished (status {record['status']}); move it aside to rerun")
         return False
     committed = json.loads((snapshot / PROGRESS).read_text())["epochs_completed"]
-    if record and record["epochs_completed"] > committed and (run_dir / "checkpoints" / "last.pt").is_file():
+    if record and record["epochs_completed"] > committed and previous_attempt(run_dir):
         take_snapshot(run_dir, results_dir)
         print(
             f"snapshot {snapshot} taken from the stopped {run_dir}: epoch {record['epochs_completed']}, was {committed}"
@@ -339,12 +340,16 @@ def main(argv: list[str] | None = None) -> None:
     found = unfinished_run_dirs(args.all) if args.all is not None else []
     if args.all is not None and not found:
         print(f"no unfinished run dir under {args.all}")
-    for run_dir in [d for d in found if not _has_checkpoint(d)]:
-        print(f"skipped {run_dir}: stopped before its first epoch ended, nothing to snapshot")
     for run_dir in args.run_dirs:
         if not _has_checkpoint(run_dir):
             _fail(f"{run_dir} is not a run dir with a checkpoint (metrics.json, checkpoints/last.pt)")
-    for run_dir in [*args.run_dirs, *filter(_has_checkpoint, found)]:
+    ready = []
+    for run_dir in found:
+        if _has_checkpoint(run_dir):
+            ready.append(run_dir)
+        else:
+            print(f"skipped {run_dir}: stopped before its first epoch ended, nothing to snapshot")
+    for run_dir in [*args.run_dirs, *ready]:
         print(f"snapshot: {take_snapshot(run_dir, args.results_dir, evaluate=not args.no_evaluate)}")
     if args.figures:
         for progress in sorted((args.results_dir / "in_progress").glob(f"*/seed*/{PROGRESS}")):
