@@ -92,6 +92,7 @@ FRACTION = Rule("number", low=0, high=1, low_open=True)
 RULES: dict[str, Rule] = {
     "seed": Rule("int", low=0),
     "publish": FLAG,
+    "skip_published": FLAG,
     "smoke": FLAG,
     "resume": Rule("str", nullable=True),
     "checkpoint": Rule("str", nullable=True),

@@ -240,6 +240,30 @@ def test_a_sweep_run_again_into_its_sweep_dir_continues_the_unfinished_jobs_and_
     assert sorted(p.name for p in results.rglob("seed*.json")) == ["seed0.json", "seed1.json"]
 
 
+def test_skip_published_trains_only_the_jobs_whose_record_is_not_yet_published(tmp_path, smoke):
+    """How a long sweep continues on a fresh checkout (no sweep dir left): with skip_published=true a job whose
+    record for the same config and seed is already in results/ trains nothing; another seed or config trains."""
+    results = tmp_path / "results"
+    common = [*smoke, "trainer.epochs=1", "publish=true", f"paths.results_dir={results}"]
+    first = run_in_process("-m", *common, "seed=0", f"hydra.sweep.dir={tmp_path / 'first'}", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    (record,) = results.rglob("seed0.json")
+    published = record.read_text()
+
+    again = ["-m", *common, "skip_published=true", f"hydra.sweep.dir={tmp_path / 'again'}"]
+    result = run_in_process(*again, "seed=0,1", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("already published:") == 1 and f"{record}" in result.stdout
+    assert record.read_text() == published
+    assert [p.parent.name for p in (tmp_path / "again").rglob("metrics.json")] == ["1_organics_seed1"]
+    assert sorted(p.name for p in results.rglob("seed*.json")) == ["seed0.json", "seed1.json"]
+
+    changed_sweep = f"hydra.sweep.dir={tmp_path / 'changed'}"
+    changed = run_in_process(*again[:-1], changed_sweep, "seed=0", "optimizer.lr=0.002", cwd=tmp_path)
+    assert changed.returncode == 0 and "already published" not in changed.stdout
+    assert len(list(results.rglob("seed0.json"))) == 2
+
+
 def test_sigterm_before_the_first_checkpoint_prints_no_resume_command(tmp_path, smoke):
     run_dir = tmp_path / "run"
     env = {**os.environ, "WANDB_MODE": "disabled", "TQDM_DISABLE": "1"}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 from dataclasses import dataclass, field
@@ -29,7 +30,17 @@ from organics_bench.training.checkpoint import (
     resumed_config,
 )
 from organics_bench.training.placement import resolve_device, resolve_threads
-from organics_bench.training.records import RunRecord, job_config, provenance, publish, retire_snapshot, segment
+from organics_bench.training.records import (
+    FINISHED,
+    RunRecord,
+    config_hash,
+    job_config,
+    provenance,
+    publish,
+    retire_snapshot,
+    run_results_dir,
+    segment,
+)
 from organics_bench.training.run_dir import finished_record, previous_attempt
 from organics_bench.training.sinks import WandbSink, read_csv_rows
 from organics_bench.training.trainer import Trainer
@@ -57,6 +68,10 @@ def train(cfg: DictConfig) -> dict:
         print(f"already finished (status {done['status']}): {run_dir}")
         _publish(cfg, run_dir, done)
         return done
+    if cfg.skip_published and not cfg.resume and (published := _published_record(cfg)):
+        log.info("nothing to train: its record %s is already published", published)
+        print(f"already published: {published}")
+        return json.loads(published.read_text())
     start = _starting_point(cfg, run_dir, list(hydra_cfg.overrides.task))
     cfg, model_name = start.cfg, start.model_name or hydra_cfg.runtime.choices["model"]
     config = job_config(cfg)
@@ -126,6 +141,18 @@ def _publish(cfg: DictConfig, run_dir: Path, record: dict) -> None:
         log.info("results record: %s", publish(run_dir, results_dir, record))
         if retired := retire_snapshot(results_dir, record):
             log.info("finished: its in-progress snapshot %s is removed", retired)
+
+
+def _published_record(cfg: DictConfig) -> Path | None:
+    """The published record (results/runs/<experiment>/<model>/<config hash>/seed<k>.json) of the job `cfg` describes,
+    if one is there and finished."""
+    if not cfg.paths.results_dir:
+        return None
+    config = job_config(cfg)
+    model = HydraConfig.get().runtime.choices["model"]
+    target = run_results_dir(Path(cfg.paths.results_dir), config["experiment_name"], model, config_hash(config))
+    path = target / f"seed{config['seed']}.json"
+    return path if path.is_file() and json.loads(path.read_text()).get("status") in FINISHED else None
 
 
 @dataclass
