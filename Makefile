@@ -13,8 +13,10 @@ THEORY := $(call experiments,theory/)
 comma := ,
 # A long sweep's fixed Hydra sweep dir: the same make target run again (after a crash or a session's end) continues
 # each unfinished job from its last checkpoint and skips the finished ones; with skip_published=true a fresh checkout
-# (no sweep dir) skips the jobs whose records are already committed (docs/runs.md)
+# (no sweep dir) skips the jobs whose records are already committed (SKIP_PUBLISHED=false reruns them; docs/runs.md)
 SWEEPS ?= outputs/sweeps
+SKIP_PUBLISHED ?= true
+skip_published = skip_published=$(SKIP_PUBLISHED)
 sweep_dir = hydra.sweep.dir=$(SWEEPS)/$(1)
 space := $(empty) $(empty)
 
@@ -98,20 +100,20 @@ reproduce-table2-cpu: install ## Table 2 at CPU scale (196 steps, 20 epochs; doc
 
 .PHONY: table2-cpu-lr-grid table2-cpu-seeds
 table2-cpu-lr-grid: install ## The LSTM/GRU 64 learning-rate grid of the CPU-scale Table 2: lr 3e-4..1e-2 on psMNIST, seed 0 (~2 h on 1 CPU)
-	$(BIN)/organics-bench -m experiment=cpu/lr_grid_lstm64_psmnist publish=true skip_published=true $(call sweep_dir,lr_grid_lstm64) $(ARGS)
-	$(BIN)/organics-bench -m experiment=cpu/lr_grid_gru64_psmnist publish=true skip_published=true $(call sweep_dir,lr_grid_gru64) $(ARGS)
+	$(BIN)/organics-bench -m experiment=cpu/lr_grid_lstm64_psmnist publish=true $(skip_published) $(call sweep_dir,lr_grid_lstm64) $(ARGS)
+	$(BIN)/organics-bench -m experiment=cpu/lr_grid_gru64_psmnist publish=true $(skip_published) $(call sweep_dir,lr_grid_gru64) $(ARGS)
 
 TABLE2_CPU_RETUNED := $(foreach row,lstm64 gru64,$(foreach t,psmnist smnist,cpu/table2_$(row)_$(t)))
 TABLE2_CPU_SEEDED := $(foreach row,organics64 lipschitz_rnn64,$(foreach t,psmnist smnist,cpu/table2_$(row)_$(t)))
 table2-cpu-seeds: install ## Seeds 0-2 of the LSTM/GRU rows at the grid's rates, seeds 1-2 of ORGaNICs and Lipschitz RNN: the CPU-scale rows the paper's comparisons need (~5 h on 1 CPU)
 	$(BIN)/organics-bench -m experiment=$(subst $(space),$(comma),$(TABLE2_CPU_RETUNED)) seed=0,1,2 trainer.num_threads=1 \
-		trainer.progress_bar=false publish=true skip_published=true $(call sweep_dir,table2_cpu_seeds_retuned) $(ARGS)
+		trainer.progress_bar=false publish=true $(skip_published) $(call sweep_dir,table2_cpu_seeds_retuned) $(ARGS)
 	$(BIN)/organics-bench -m experiment=$(subst $(space),$(comma),$(TABLE2_CPU_SEEDED)) seed=1,2 trainer.num_threads=1 \
-		trainer.progress_bar=false publish=true skip_published=true $(call sweep_dir,table2_cpu_seeds) $(ARGS)
+		trainer.progress_bar=false publish=true $(skip_published) $(call sweep_dir,table2_cpu_seeds) $(ARGS)
 
 .PHONY: leaderboard leaderboard-table
 leaderboard: install ## Stability leaderboard: 10 sequence models x lr 1e-4..1e-1 x 3 seeds, no clipping (~45 min, 1 CPU), then its table
-	$(BIN)/organics-bench -m experiment=stability/leaderboard publish=true skip_published=true $(call sweep_dir,leaderboard)
+	$(BIN)/organics-bench -m experiment=stability/leaderboard publish=true $(skip_published) $(call sweep_dir,leaderboard)
 	$(BIN)/organics-bench-leaderboard
 
 leaderboard-table: install ## The stability leaderboard's table and figure from its records -> results/tables/stability.md
@@ -120,24 +122,24 @@ leaderboard-table: install ## The stability leaderboard's table and figure from 
 .PHONY: parity adding long-sequences
 PARITY_MODELS := organics,organics_fixed_tau,lstm,gru,rnn,ssn,lipschitz_rnn,antisymmetric_rnn
 parity: install ## Parity length generalisation: every sequence model x seeds 0-2 (docs/protocols.md), then the long-sequence report
-	$(BIN)/organics-bench -m experiment=extension/parity model=$(PARITY_MODELS) seed=0,1,2 trainer.num_threads=1 publish=true skip_published=true \
+	$(BIN)/organics-bench -m experiment=extension/parity model=$(PARITY_MODELS) seed=0,1,2 trainer.num_threads=1 publish=true $(skip_published) \
 		$(call sweep_dir,parity) $(ARGS)
-	$(BIN)/organics-bench -m experiment=extension/parity model=organics model.recurrence=identity seed=0,1,2 trainer.num_threads=1 publish=true skip_published=true \
+	$(BIN)/organics-bench -m experiment=extension/parity model=organics model.recurrence=identity seed=0,1,2 trainer.num_threads=1 publish=true $(skip_published) \
 		$(call sweep_dir,parity_organics_identity) $(ARGS)
-	$(BIN)/organics-bench -m experiment=extension/parity model=cornn model.hidden_size=128 seed=0,1,2 trainer.num_threads=1 publish=true skip_published=true \
+	$(BIN)/organics-bench -m experiment=extension/parity model=cornn model.hidden_size=128 seed=0,1,2 trainer.num_threads=1 publish=true $(skip_published) \
 		$(call sweep_dir,parity_cornn) $(ARGS)
 	$(BIN)/organics-bench-long-sequences
 
 ADDING_CHOSEN = $(SWEEPS)/adding_chosen_lr.txt
 adding: install ## Adding problem: lr grid on seed 0 at T = 200, then seeds 1-2 and T = 1000 at each model's chosen lr (docs/protocols.md), then the report
-	$(BIN)/organics-bench -m experiment=extension/adding200 publish=true skip_published=true $(call sweep_dir,adding200_grid) $(ARGS)
-	$(BIN)/organics-bench -m experiment=extension/adding200 adding=cornn optimizer.lr=0.02 publish=true skip_published=true \
+	$(BIN)/organics-bench -m experiment=extension/adding200 publish=true $(skip_published) $(call sweep_dir,adding200_grid) $(ARGS)
+	$(BIN)/organics-bench -m experiment=extension/adding200 adding=cornn optimizer.lr=0.02 publish=true $(skip_published) \
 		$(call sweep_dir,adding200_cornn) $(ARGS)
 	mkdir -p $(SWEEPS) && $(BIN)/organics-bench-long-sequences --chosen-lr adding200 > $(ADDING_CHOSEN)
 	while read -r entries lr; do \
-		$(BIN)/organics-bench -m experiment=extension/adding200 $$entries $$lr seed=1,2 publish=true skip_published=true \
+		$(BIN)/organics-bench -m experiment=extension/adding200 $$entries $$lr seed=1,2 publish=true $(skip_published) \
 			$(call sweep_dir,adding200_seeds_lr$${lr#*=}) $(ARGS) < /dev/null && \
-		$(BIN)/organics-bench -m experiment=extension/adding1000 $$entries $$lr publish=true skip_published=true \
+		$(BIN)/organics-bench -m experiment=extension/adding1000 $$entries $$lr publish=true $(skip_published) \
 			$(call sweep_dir,adding1000_lr$${lr#*=}) $(ARGS) < /dev/null || exit 1; \
 	done < $(ADDING_CHOSEN)
 	$(BIN)/organics-bench-long-sequences
