@@ -104,8 +104,8 @@ table2-cpu-lr-grid: install ## The LSTM/GRU 64 learning-rate grid of the CPU-sca
 	$(BIN)/organics-bench -m experiment=cpu/lr_grid_gru64_psmnist publish=true $(skip_published) $(call sweep_dir,lr_grid_gru64) $(ARGS)
 
 TABLE2_CPU_RETUNED := $(foreach row,lstm64 gru64,$(foreach t,psmnist smnist,cpu/table2_$(row)_$(t)))
-TABLE2_CPU_SEEDED := $(foreach row,organics64 lipschitz_rnn64,$(foreach t,psmnist smnist,cpu/table2_$(row)_$(t)))
-table2-cpu-seeds: install ## Seeds 0-2 of the LSTM/GRU rows at the grid's rates, seeds 1-2 of ORGaNICs and Lipschitz RNN: the CPU-scale rows the paper's comparisons need (~5 h on 1 CPU)
+TABLE2_CPU_SEEDED := $(foreach row,organics64 organics_fixed_tau64 lipschitz_rnn64,$(foreach t,psmnist smnist,cpu/table2_$(row)_$(t)))
+table2-cpu-seeds: install ## Seeds 0-2 of the LSTM/GRU rows at the grid's rates, seeds 1-2 of ORGaNICs (learned and fixed time constants) and Lipschitz RNN: the CPU-scale rows the paper's comparisons need (~7 h on 1 CPU)
 	$(BIN)/organics-bench -m experiment=$(subst $(space),$(comma),$(TABLE2_CPU_RETUNED)) seed=0,1,2 trainer.num_threads=1 \
 		trainer.progress_bar=false publish=true $(skip_published) $(call sweep_dir,table2_cpu_seeds_retuned) $(ARGS)
 	$(BIN)/organics-bench -m experiment=$(subst $(space),$(comma),$(TABLE2_CPU_SEEDED)) seed=1,2 trainer.num_threads=1 \
