@@ -204,17 +204,18 @@ def test_make_adding_runs_the_grid_then_each_chosen_rate_on_seeds_1_2_and_at_t_1
     assert result.returncode == 0, result.stderr
     lines = calls.read_text().splitlines()
     assert lines == [
-        f"-m experiment=extension/adding200 publish=true hydra.sweep.dir={sweeps}/adding200_grid x=1",
-        f"-m experiment=extension/adding200 adding=cornn optimizer.lr=0.02 publish=true "
+        f"-m experiment=extension/adding200 publish=true skip_published=true "
+        f"hydra.sweep.dir={sweeps}/adding200_grid x=1",
+        f"-m experiment=extension/adding200 adding=cornn optimizer.lr=0.02 publish=true skip_published=true "
         f"hydra.sweep.dir={sweeps}/adding200_cornn x=1",
         "report --chosen-lr adding200",
-        f"-m experiment=extension/adding200 adding=gru optimizer.lr=0.001 seed=1,2 publish=true "
+        f"-m experiment=extension/adding200 adding=gru optimizer.lr=0.001 seed=1,2 publish=true skip_published=true "
         f"hydra.sweep.dir={sweeps}/adding200_seeds_lr0.001 x=1",
-        f"-m experiment=extension/adding1000 adding=gru optimizer.lr=0.001 publish=true "
+        f"-m experiment=extension/adding1000 adding=gru optimizer.lr=0.001 publish=true skip_published=true "
         f"hydra.sweep.dir={sweeps}/adding1000_lr0.001 x=1",
         f"-m experiment=extension/adding200 adding=lstm,rnn optimizer.lr=0.01 seed=1,2 publish=true "
-        f"hydra.sweep.dir={sweeps}/adding200_seeds_lr0.01 x=1",
-        f"-m experiment=extension/adding1000 adding=lstm,rnn optimizer.lr=0.01 publish=true "
+        f"skip_published=true hydra.sweep.dir={sweeps}/adding200_seeds_lr0.01 x=1",
+        f"-m experiment=extension/adding1000 adding=lstm,rnn optimizer.lr=0.01 publish=true skip_published=true "
         f"hydra.sweep.dir={sweeps}/adding1000_lr0.01 x=1",
         "report ",
     ]
