@@ -341,3 +341,19 @@ def test_reduced_rows_get_no_delta_and_the_paper_s_pairs_are_compared_at_equal_s
     (pair,) = paper_table.comparisons(experiments, results)
     assert pair["difference"] == "+1.00" and pair["seeds"] == "3 vs 2"
     assert pair["exceeds the spread over seeds"] == "no"  # 1.00 < the LSTM's std of 14.14
+
+
+def test_skip_published_leaves_a_job_with_a_committed_snapshot_to_resume_long(tmp_path, interrupted_run, smoke):
+    """A long sweep on a fresh checkout (`make table2-cpu-seeds`) must not start afresh a run that a committed
+    snapshot continues: with skip_published=true the job trains nothing and names the snapshot."""
+    results = tmp_path / "results"
+    in_progress.main([str(interrupted_run), "--results-dir", str(results)])
+    snapshot = snapshot_dir(results, read_metrics(interrupted_run)["experiment"], 0)
+    committed = (snapshot / "checkpoints" / "last.pt").read_bytes()
+    sweep = tmp_path / "sweep"
+    args = [*smoke, "trainer.epochs=1", "publish=true", "skip_published=true", f"paths.results_dir={results}"]
+    result = run_in_process("-m", *args, "seed=0,1", f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count(f"in progress in a snapshot: {snapshot}") == 1
+    assert [p.parent.name for p in sweep.rglob("metrics.json")] == ["1_organics_seed1"]
+    assert (snapshot / "checkpoints" / "last.pt").read_bytes() == committed

@@ -247,14 +247,20 @@ def snapshot_figure(results_dir: Path, experiment: str, seed: int) -> Path:
     return results_dir / "figures" / f"{experiment}.seed{seed}.in_progress.png"
 
 
+def matching_snapshot(results_dir: Path, experiment: str, seed: int, config_hash_: str) -> Path | None:
+    """The in-progress snapshot of `experiment`'s run of `seed`, if one is there for the config `config_hash_`."""
+    snapshot = snapshot_dir(results_dir, experiment, seed)
+    progress = snapshot / "progress.json"
+    if not progress.is_file() or json.loads(progress.read_text())["config_hash"] != config_hash_:
+        return None
+    return snapshot
+
+
 def retire_snapshot(results_dir: Path, record: dict) -> Path | None:
     """Delete the in-progress snapshot (and its figure) of the run that `record` finished, if one is there for the
     same experiment, seed and config; returns the deleted snapshot dir. An unfinished record retires nothing."""
-    snapshot = snapshot_dir(results_dir, record["experiment"], record["seed"])
-    progress = snapshot / "progress.json"
-    if record["status"] not in FINISHED or not progress.is_file():
-        return None
-    if json.loads(progress.read_text())["config_hash"] != record["config_hash"]:
+    snapshot = matching_snapshot(results_dir, record["experiment"], record["seed"], record["config_hash"])
+    if record["status"] not in FINISHED or snapshot is None:
         return None
     shutil.rmtree(snapshot)
     snapshot_figure(results_dir, record["experiment"], record["seed"]).unlink(missing_ok=True)

@@ -35,6 +35,7 @@ from organics_bench.training.records import (
     RunRecord,
     config_hash,
     job_config,
+    matching_snapshot,
     provenance,
     publish,
     retire_snapshot,
@@ -68,10 +69,14 @@ def train(cfg: DictConfig) -> dict:
         print(f"already finished (status {done['status']}): {run_dir}")
         _publish(cfg, run_dir, done)
         return done
-    if cfg.skip_published and not cfg.resume and (published := _published_record(cfg)):
-        log.info("nothing to train: its record %s is already published", published)
-        print(f"already published: {published}")
-        return json.loads(published.read_text())
+    if cfg.skip_published and not cfg.resume and (committed := _committed_run(cfg)):
+        record = json.loads(committed.read_text())
+        if record["status"] in FINISHED:
+            message = f"already published: {committed}"
+        else:
+            message = f"in progress in a snapshot: {committed.parent} (make resume-long continues it)"
+        log.info("%s: nothing to train", message)
+        return record
     start = _starting_point(cfg, run_dir, list(hydra_cfg.overrides.task))
     cfg, model_name = start.cfg, start.model_name or hydra_cfg.runtime.choices["model"]
     config = job_config(cfg)
@@ -143,16 +148,19 @@ def _publish(cfg: DictConfig, run_dir: Path, record: dict) -> None:
             log.info("finished: its in-progress snapshot %s is removed", retired)
 
 
-def _published_record(cfg: DictConfig) -> Path | None:
-    """The published record (results/runs/<experiment>/<model>/<config hash>/seed<k>.json) of the job `cfg` describes,
-    if one is there and finished."""
+def _committed_run(cfg: DictConfig) -> Path | None:
+    """Where results/ already holds the job `cfg` describes (same config hash and seed): its published, finished
+    record (results/runs/.../seed<k>.json), else the running record (metrics.json) of its in-progress snapshot."""
     if not cfg.paths.results_dir:
         return None
-    config = job_config(cfg)
+    results_dir, config = Path(cfg.paths.results_dir), job_config(cfg)
+    experiment, seed, hash_ = config["experiment_name"], config["seed"], config_hash(config)
     model = HydraConfig.get().runtime.choices["model"]
-    target = run_results_dir(Path(cfg.paths.results_dir), config["experiment_name"], model, config_hash(config))
-    path = target / f"seed{config['seed']}.json"
-    return path if path.is_file() and json.loads(path.read_text()).get("status") in FINISHED else None
+    record = run_results_dir(results_dir, experiment, model, hash_) / f"seed{seed}.json"
+    if record.is_file() and json.loads(record.read_text()).get("status") in FINISHED:
+        return record
+    snapshot = matching_snapshot(results_dir, experiment, seed, hash_)
+    return snapshot / "metrics.json" if snapshot else None
 
 
 @dataclass
