@@ -69,8 +69,8 @@ def train(cfg: DictConfig) -> dict:
         print(f"already finished (status {done['status']}): {run_dir}")
         _publish(cfg, run_dir, done)
         return done
-    if cfg.skip_published and not cfg.resume and (committed := _committed_run(cfg)):
-        record = json.loads(committed.read_text())
+    if cfg.skip_published and not cfg.resume and (found := _committed_run(cfg)):
+        committed, record = found
         if record["status"] in FINISHED:
             message = f"already published: {committed}"
         else:
@@ -148,19 +148,21 @@ def _publish(cfg: DictConfig, run_dir: Path, record: dict) -> None:
             log.info("finished: its in-progress snapshot %s is removed", retired)
 
 
-def _committed_run(cfg: DictConfig) -> Path | None:
-    """Where results/ already holds the job `cfg` describes (same config hash and seed): its published, finished
-    record (results/runs/.../seed<k>.json), else the running record (metrics.json) of its in-progress snapshot."""
+def _committed_run(cfg: DictConfig) -> tuple[Path, dict] | None:
+    """Where results/ already holds the job `cfg` describes (same config hash and seed), with that record: its
+    published, finished record (results/runs/.../seed<k>.json), else the running record (metrics.json) of its
+    in-progress snapshot."""
     if not cfg.paths.results_dir:
         return None
     results_dir, config = Path(cfg.paths.results_dir), job_config(cfg)
     experiment, seed, hash_ = config["experiment_name"], config["seed"], config_hash(config)
     model = HydraConfig.get().runtime.choices["model"]
     record = run_results_dir(results_dir, experiment, model, hash_) / f"seed{seed}.json"
-    if record.is_file() and json.loads(record.read_text()).get("status") in FINISHED:
-        return record
-    snapshot = matching_snapshot(results_dir, experiment, seed, hash_)
-    return snapshot / "metrics.json" if snapshot else None
+    if record.is_file() and (published := json.loads(record.read_text())).get("status") in FINISHED:
+        return record, published
+    if snapshot := matching_snapshot(results_dir, experiment, seed, hash_):
+        return snapshot / "metrics.json", json.loads((snapshot / "metrics.json").read_text())
+    return None
 
 
 @dataclass
