@@ -147,10 +147,10 @@ adding: install ## Adding problem: lr grid on seed 0 at T = 200, then seeds 1-2 
 long-sequences: install ## Parity and adding-problem tables and figures, gradient flow through time, from the records -> results/{tables,figures}/long_sequences_*
 	$(BIN)/organics-bench-long-sequences
 
-tables: install ## results/tables/paper.{md,csv} (the paper's tables beside ours), per-experiment tables and figures, in-progress curves
+tables: install ## results/tables/paper.{md,csv} (the paper's tables beside ours), per-experiment tables and figures (the leaderboard and long-sequence experiments have their own: `make leaderboard-table`, `make long-sequences`), in-progress curves
 	$(BIN)/organics-bench-tables --readme docs/results.md
 	$(BIN)/organics-bench-snapshot --figures
-	@for dir in results/runs/*/; do name=$$(basename $$dir); [ $$name = stability_leaderboard ] && continue; \
+	@for dir in results/runs/*/; do name=$$(basename $$dir); case $$name in stability_leaderboard|parity|adding*) continue;; esac; \
 		$(BIN)/organics-bench-report $$dir --table results/tables/$$name.md --figure results/figures/$$name.png; done
 
 wandb-sync: ## Upload offline wandb runs (needs `wandb login`)
