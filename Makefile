@@ -121,13 +121,15 @@ leaderboard-table: install ## The stability leaderboard's table and figure from 
 
 .PHONY: parity adding long-sequences
 PARITY_MODELS := organics,organics_fixed_tau,lstm,gru,rnn,ssn,lipschitz_rnn,antisymmetric_rnn
-parity: install ## Parity length generalisation: every sequence model x seeds 0-2 (docs/protocols.md), then the long-sequence report
+parity: install ## Parity length generalisation: every sequence model x seeds 0-2, and ORGaNICs at its Table 2 rate (1e-2, seed 0) (docs/protocols.md), then the long-sequence report
 	$(BIN)/organics-bench -m experiment=extension/parity model=$(PARITY_MODELS) seed=0,1,2 trainer.num_threads=1 publish=true $(skip_published) \
 		$(call sweep_dir,parity) $(ARGS)
 	$(BIN)/organics-bench -m experiment=extension/parity model=organics model.recurrence=identity seed=0,1,2 trainer.num_threads=1 publish=true $(skip_published) \
 		$(call sweep_dir,parity_organics_identity) $(ARGS)
 	$(BIN)/organics-bench -m experiment=extension/parity model=cornn model.hidden_size=128 seed=0,1,2 trainer.num_threads=1 publish=true $(skip_published) \
 		$(call sweep_dir,parity_cornn) $(ARGS)
+	$(BIN)/organics-bench -m experiment=extension/parity model=organics optimizer.lr=0.01 seed=0 trainer.num_threads=1 publish=true $(skip_published) \
+		$(call sweep_dir,parity_organics_lr0.01) $(ARGS)
 	$(BIN)/organics-bench-long-sequences
 
 ADDING_CHOSEN = $(SWEEPS)/adding_chosen_lr.txt
