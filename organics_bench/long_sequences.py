@@ -135,6 +135,17 @@ def _sci(value: float | None) -> str:
     return "—" if value is None else f"{value:.3g}"
 
 
+def _line_style(index: int) -> dict:
+    """A distinct colour and dash for the index-th line (ten colours, then dashed)."""
+    from organics_bench.plots import plt
+
+    return {"color": plt.cm.tab10(index % 10), "linestyle": "-" if index < 10 else "--"}
+
+
+def _legend_outside(ax) -> None:
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
+
+
 # ----- parity -------------------------------------------------------------------------------------------------------
 def parity_accuracy(records: list[dict]) -> dict[int, list[float]]:
     """Test accuracy by test length, one value per run (the record's extra_tests.acc_by_length)."""
@@ -188,7 +199,7 @@ def plot_parity(groups: list[Group], path: Path) -> Path:
     """Accuracy against test length, mean ± std over seeds, one line per config."""
     from organics_bench.plots import plt, save_figure
 
-    fig, ax = plt.subplots(figsize=(7.5, 4.8), constrained_layout=True)
+    fig, ax = plt.subplots(figsize=(9.5, 4.8), constrained_layout=True)
     for k, g in enumerate(groups):
         accs = parity_accuracy(g.good)
         if not accs:
@@ -200,7 +211,7 @@ def plot_parity(groups: list[Group], path: Path) -> Path:
             yerr=[100 * s[1] for s in stats],
             marker="o",
             capsize=3,
-            color=plt.cm.tab10(k % 10),
+            **_line_style(k),
             label=f"{g.label} (lr {g.lr:g})",
         )
     ax.set_xscale("log", base=2)
@@ -211,7 +222,7 @@ def plot_parity(groups: list[Group], path: Path) -> Path:
     ax.set_xlabel("test length (bits; trained on 1-40)")
     ax.set_ylabel("test accuracy (%), mean ± std over seeds")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="lower left")
+    _legend_outside(ax)
     ax.set_title("Parity: length generalisation")
     return save_figure(fig, path)
 
@@ -315,14 +326,16 @@ def plot_adding(groups: list[Group], path: Path) -> Path:
     from organics_bench.plots import plt, save_figure
 
     lengths = sorted({g.length for g in groups})
-    fig, axes = plt.subplots(1, len(lengths), figsize=(6.5 * len(lengths), 4.8), constrained_layout=True, squeeze=False)
+    fig, axes = plt.subplots(
+        1, len(lengths), figsize=(6.5 * len(lengths) + 2, 4.8), constrained_layout=True, squeeze=False
+    )
     labels = sorted({g.label for g in groups})
     for ax, length in zip(axes[0], lengths):
         for g in chosen_per_label([g for g in groups if g.length == length]):
-            color = plt.cm.tab10(labels.index(g.label) % 10)
+            style = _line_style(labels.index(g.label))
             for i, record in enumerate(g.finished):
                 if curve := mse_curve(record):
-                    ax.plot(*zip(*curve), color=color, linewidth=1.2, label=None if i else f"{g.label} (lr {g.lr:g})")
+                    ax.plot(*zip(*curve), **style, linewidth=1.2, label=None if i else f"{g.label} (lr {g.lr:g})")
         ax.axhline(BASELINE_MSE, color="0.3", linestyle="--", linewidth=1, label="always 1 (0.167)")
         ax.axhline(SOLVED_MSE, color="0.5", linestyle=":", linewidth=1, label=f"MSE {SOLVED_MSE}")
         ax.set_yscale("log")
@@ -330,7 +343,7 @@ def plot_adding(groups: list[Group], path: Path) -> Path:
         ax.set_ylabel("validation MSE (1,000 held-out sequences)")
         ax.set_title(f"Adding problem, T = {length}")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+    _legend_outside(axes[0][-1])
     return save_figure(fig, path)
 
 
@@ -351,23 +364,23 @@ def plot_gradient_flow(groups: list[Group], path: Path) -> Path:
     length = max(g.length for g in groups)
     chosen = chosen_per_label([g for g in groups if g.length == length])
     labels = sorted({g.label for g in groups})
-    fig, axes = plt.subplots(1, 2, figsize=(13, 4.8), constrained_layout=True, sharey=True)
+    fig, axes = plt.subplots(1, 2, figsize=(15, 4.8), constrained_layout=True, sharey=True)
     for g in chosen:
         runs = sorted((r for r in g.records if flow_endpoints(r)), key=lambda r: r["seed"])
         if not runs:
             continue
-        color = plt.cm.tab10(labels.index(g.label) % 10)
+        style = _line_style(labels.index(g.label))
         for ax, norms in zip(axes, flow_endpoints(runs[0])):
             points = [(t + 1, n) for t, n in enumerate(norms) if math.isfinite(n) and n > 0]
             if points:
-                ax.plot(*zip(*points), color=color, linewidth=1.2, label=f"{g.label} (lr {g.lr:g})")
+                ax.plot(*zip(*points), **style, linewidth=1.2, label=f"{g.label} (lr {g.lr:g})")
     for ax, when in zip(axes, ("at initialisation", "after training")):
         ax.set_yscale("log")
         ax.set_xlabel("step t")
         ax.set_title(f"{when}, adding problem T = {length}")
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("||dL/d state_t|| (mean over 4 probe sequences)")
-    axes[1].legend(fontsize=7)
+    _legend_outside(axes[1])
     return save_figure(fig, path)
 
 
