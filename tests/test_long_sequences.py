@@ -48,6 +48,9 @@ def write_run(
         "data": data or {},
         "config_hash": config_hash,
         "config": config,
+        "command": f"organics-bench experiment={experiment} model={model} seed={seed}",
+        "git_revision": "0123abc",
+        "env": {"hardware": "x86_64 CPU, 1 threads", "torch": "2.14.1"},
     }
     (folder / f"seed{seed}.json").write_text(json.dumps(record))
     with (folder / f"seed{seed}.history.csv").open("w", newline="") as out:
@@ -160,6 +163,11 @@ def test_the_parity_table_gives_accuracy_by_length_solved_lengths_and_divergence
     )
     # One seed: its value alone, no spread.
     assert rows["ORGaNICs (W_r = I)"].endswith("| 100.0 | 99.0 | 256 | 2 | 0 of 1 |")
+    # Every run's command, git revision and hardware close the table.
+    assert (
+        "- lstm seed 2: `organics-bench experiment=parity model=lstm seed=2` (git 0123abc, x86_64 CPU, 1 threads, "
+        "torch 2.14.1)"
+    ) in table.split("Made by:\n")[1]
     assert (results / "figures" / "long_sequences_parity.png").stat().st_size > 10_000
     assert "wrote" in capsys.readouterr().out
 
@@ -175,6 +183,9 @@ def test_the_adding_table_gives_test_mse_iterations_to_solve_and_the_baseline(re
         # seed 0 first reaches <= 0.01 at iteration 300; seed 1 ends at 0.011.
         "| 200 | ORGaNICs | 0.01 | 0, 1 | 0.0083 ± 0.0054 | 300, not reached | 4 | 0 of 2 | 1,000 |",
     ]
+    made_by = table.split("Made by:\n")[1].splitlines()
+    command = "- organics seed 1: `organics-bench experiment=adding200 model=organics seed=1`"
+    assert len(made_by) == 4 and any(line.startswith(command) for line in made_by)
     for name in ("long_sequences_adding.png", "long_sequences_gradient_flow.png"):
         assert (results / "figures" / name).stat().st_size > 10_000
 
