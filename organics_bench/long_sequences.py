@@ -147,8 +147,15 @@ def _made_by(groups: list[Group]) -> list[str]:
     return ["", "Made by:", provenance([r for g in groups for r in g.records])]
 
 
-def _legend_outside(ax) -> None:
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
+def _legend_outside(axes: list) -> None:
+    """One legend beside the last of `axes` naming every labelled line of any of them (panels may differ)."""
+    handles: dict[str, object] = {}
+    for ax in axes:
+        for handle, name in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(name, handle)
+    axes[-1].legend(
+        handles.values(), handles.keys(), fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0
+    )
 
 
 # ----- parity -------------------------------------------------------------------------------------------------------
@@ -231,7 +238,7 @@ def plot_parity(groups: list[Group], path: Path) -> Path:
     ax.set_xlabel("test length (bits; trained on 1-40)")
     ax.set_ylabel("test accuracy (%), mean ± std over seeds")
     ax.grid(alpha=0.3)
-    _legend_outside(ax)
+    _legend_outside([ax])
     ax.set_title("Parity: length generalisation")
     return save_figure(fig, path)
 
@@ -352,7 +359,7 @@ def plot_adding(groups: list[Group], path: Path) -> Path:
         ax.set_ylabel("validation MSE (1,000 held-out sequences)")
         ax.set_title(f"Adding problem, T = {length}")
         ax.grid(alpha=0.3)
-    _legend_outside(axes[0][-1])
+    _legend_outside(list(axes[0]))
     return save_figure(fig, path)
 
 
@@ -389,7 +396,7 @@ def plot_gradient_flow(groups: list[Group], path: Path) -> Path:
         ax.set_title(f"{when}, adding problem T = {length}")
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("||dL/d state_t|| (mean over 4 probe sequences)")
-    _legend_outside(axes[1])
+    _legend_outside(list(axes))
     return save_figure(fig, path)
 
 

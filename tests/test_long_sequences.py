@@ -190,6 +190,32 @@ def test_the_adding_table_gives_test_mse_iterations_to_solve_and_the_baseline(re
         assert (results / "figures" / name).stat().st_size > 10_000
 
 
+def test_the_adding_legend_names_the_models_of_every_panel(results, monkeypatch):
+    """A model run at T = 200 only (ORGaNICs here) keeps its legend entry beside a T = 1000 panel without it."""
+    write_run(
+        results,
+        "adding1000",
+        "lstm",
+        "lstm1000",
+        0,
+        config=adding_config("lstm", "LSTM", 1000, 0.01),
+        metrics={"test/loss": 0.17, "test/acc": 0.1},
+        grad_max=3.0,
+        history=[(100, 0.168), (200, 0.167)],
+    )
+    legends = {}
+
+    def record_legend(fig, path):
+        legends[Path(path).name] = [
+            text.get_text() for ax in fig.axes if (legend := ax.get_legend()) for text in legend.get_texts()
+        ]
+        return path
+
+    monkeypatch.setattr("organics_bench.plots.save_figure", record_legend)
+    main(["--results-dir", str(results)])
+    assert legends["long_sequences_adding.png"] == ["LSTM (lr 0.01)", "ORGaNICs (lr 0.01)", "always 1 (0.167)", "MSE 0.01"]
+
+
 def test_runs_without_diagnostics_skip_the_gradient_flow_figure(results, capsys):
     for path in (results / "runs").rglob("*.diagnostics.json"):
         path.unlink()
