@@ -213,7 +213,12 @@ def test_the_adding_legend_names_the_models_of_every_panel(results, monkeypatch)
 
     monkeypatch.setattr("organics_bench.plots.save_figure", record_legend)
     main(["--results-dir", str(results)])
-    assert legends["long_sequences_adding.png"] == ["LSTM (lr 0.01)", "ORGaNICs (lr 0.01)", "always 1 (0.167)", "MSE 0.01"]
+    assert legends["long_sequences_adding.png"] == [
+        "LSTM (lr 0.01)",
+        "ORGaNICs (lr 0.01)",
+        "always 1 (0.167)",
+        "MSE 0.01",
+    ]
 
 
 def test_runs_without_diagnostics_skip_the_gradient_flow_figure(results, capsys):
