@@ -122,13 +122,13 @@ def mean_std(values: list[float]) -> tuple[float, float] | None:
     return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
-def _pm(values: list[float], scale: float = 1.0, digits: int = 1) -> str:
-    """Mean ± std of `values` (times `scale`); one value alone, "—" for none."""
+def _pm(values: list[float], scale: float = 1.0, spec: str = ".1f") -> str:
+    """Mean ± std of `values` (times `scale`, formatted by `spec`); one value alone, "—" for none."""
     stats = mean_std(values)
     if stats is None:
         return "—"
-    mean = f"{scale * stats[0]:.{digits}f}"
-    return mean if len(values) == 1 else f"{mean} ± {scale * stats[1]:.{digits}f}"
+    mean = f"{scale * stats[0]:{spec}}"
+    return mean if len(values) == 1 else f"{mean} ± {scale * stats[1]:{spec}}"
 
 
 def _sci(value: float | None) -> str:
@@ -296,7 +296,7 @@ def adding_table(groups: list[Group], experiments: list[str]) -> str:
             g.label,
             f"{g.lr:g}",
             ", ".join(map(str, g.seeds)) or "—",
-            _pm(mse, digits=4),
+            _pm(mse, spec=".3g"),
             ", ".join("not reached" if s is None else f"{s:,}" for s in solved) or "—",
             _sci(g.max_grad_norm),
             f"{g.n_diverged} of {len(g.finished)}",

@@ -178,16 +178,33 @@ def test_the_adding_table_gives_test_mse_iterations_to_solve_and_the_baseline(re
     assert "always-1 predictor scores 0.167 (on the test sets: T = 200: 0.1702)" in table
     rows = [line for line in table.splitlines() if line.startswith("| 200 |")]
     assert rows == [
-        "| 200 | LSTM | 0.01 | 0 | 0.1826 | not reached | 4 | 0 of 1 | 1,000 |",
-        "| 200 | ORGaNICs | 0.001 | 0 | 0.1540 | not reached | 4 | 0 of 1 | 1,000 |",
+        "| 200 | LSTM | 0.01 | 0 | 0.183 | not reached | 4 | 0 of 1 | 1,000 |",
+        "| 200 | ORGaNICs | 0.001 | 0 | 0.154 | not reached | 4 | 0 of 1 | 1,000 |",
         # seed 0 first reaches <= 0.01 at iteration 300; seed 1 ends at 0.011.
-        "| 200 | ORGaNICs | 0.01 | 0, 1 | 0.0083 ± 0.0054 | 300, not reached | 4 | 0 of 2 | 1,000 |",
+        "| 200 | ORGaNICs | 0.01 | 0, 1 | 0.00825 ± 0.00544 | 300, not reached | 4 | 0 of 2 | 1,000 |",
     ]
     made_by = table.split("Made by:\n")[1].splitlines()
     command = "- organics seed 1: `organics-bench experiment=adding200 model=organics seed=1`"
     assert len(made_by) == 4 and any(line.startswith(command) for line in made_by)
     for name in ("long_sequences_adding.png", "long_sequences_gradient_flow.png"):
         assert (results / "figures" / name).stat().st_size > 10_000
+
+
+def test_a_solved_runs_test_mse_keeps_its_significant_digits(results):
+    write_run(
+        results,
+        "adding1000",
+        "gru",
+        "gru1000",
+        0,
+        config=adding_config("gru", "GRU", 1000, 0.01),
+        metrics={"test/loss": 3.559e-05, "test/acc": 1.0},
+        grad_max=2.5,
+        history=[(100, 0.15), (200, 0.002), (300, 4e-05)],
+    )
+    main(["--results-dir", str(results)])
+    table = (results / "tables" / "long_sequences_adding.md").read_text()
+    assert "| 1000 | GRU | 0.01 | 0 | 3.56e-05 | 200 | 2.5 | 0 of 1 | 1,000 |" in table.splitlines()
 
 
 def test_the_adding_legend_names_the_models_of_every_panel(results, monkeypatch):
